@@ -1,0 +1,54 @@
+# lambda-grpo: every target sets up what it needs (a local .venv with the pinned CPU set).
+# The paper-scale targets (reproduce-1.5b/3b/7b) need the GPU environment of environment.yml.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DATA_SRC ?= ../shared/data
+METHOD ?= all
+RUNS ?= runs
+
+.PHONY: venv demo test bench data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	# torch first, pinned: with no torch present a bare requirement would pull a multi-GB CUDA build.
+	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -e '.[cpu,test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# The main job: a CPU-scale run of GRPO, DAPO and λ-GRPO on the package's own model and task.
+demo: venv
+	$(VPY) -m repro.demo --out $(RUNS)/demo
+
+test: venv
+	$(VPY) -m pytest
+
+bench: venv
+	$(VPY) -m repro.benchmarks.objective
+	$(VPY) -m repro.benchmarks.grading
+
+data: venv
+	$(VPY) -m repro.eval.data --src $(DATA_SRC) --out data/cache
+
+eval: venv
+	$(VPY) -m repro.eval --model $(MODEL) --benchmarks all --out $(OUT)
+
+artifacts: venv
+	$(VPY) -m repro.artifacts --runs $(RUNS) --out paper_artifacts
+
+reproduce-cpu: venv
+	$(VPY) -m repro.demo --full --out $(RUNS)/reproduce-cpu
+
+pretrain: venv
+	$(VPY) -m repro.trainers.pretrain
+
+reproduce-1.5b reproduce-3b reproduce-7b: venv
+	$(VPY) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) $(if $(DRY_RUN),--dry-run,)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,458 @@
+"""The paper's math, in one place: token-preference weights, the unified objective, λ.
+
+Everything in the package that computes a weight, an advantage or a policy loss imports it
+from here. Pure PyTorch; no training framework is imported.
+
+Paper equations and where they live
+-----------------------------------
+Eq. 3   ``eq3_group_advantages``     group-normalised advantage (sample std; or none, Dr.GRPO)
+Eq. 4-6 the per-method objectives; they are Eq. 7 with the weights below (tests check this)
+Eq. 7   ``eq7_unified_objective``    J per group from per-response surrogate sums L_i
+        ``policy_loss``              the same objective as a *sum of per-sample terms*, exact
+                                     under any split of a step into micro-batches / ranks
+Eq. 8   ``grpo_weights``             f = μ/|o_i|
+Eq. 9   ``dapo_weights``             f = 1
+Eq. 10  ``dr_grpo_weights``          f = μ
+Eq. 11-14 ``eq13_standardize``, ``eq14_h``   z = (|o_i|-μ)/σ,  h = 1 + r·z
+Eq. 15  ``eq15_g``                   g = h^λ
+Eq. 16  ``eq16_lambda_weights``      f = G·softmax(g)
+Eq. 20  ``eq20_lambda_grad``         closed-form ∂J/∂λ per group
+        ``LearnableLambda``          λ (init 0) with its own SGD (lr 0.1, no weight decay) and a
+                                     data-parallel gradient average at the accumulation boundary
+
+Conventions (pinned; see README "Choices")
+------------------------------------------
+* σ of the lengths (Eq. 12) is the *sample* standard deviation (Bessel, ddof = 1), the same
+  convention as the advantage of Eq. 3 and as ``torch.std``.  ``sigma="population"`` is
+  available for comparison with implementations that use ddof = 0.
+* σ = 0 (all G lengths equal, e.g. every response hit the length cap) gives z = 0, so h = 1,
+  g = 1 and f = 1 for every λ: the group is weighted like DAPO.
+* h ≤ 0 makes h^λ undefined. With sample σ, |z| ≤ (G-1)/√G (Samuelson), so r = 1/9 is safe for
+  G ≤ 82. Where some h ≤ 0 a ``ValueError`` names r, G and the offending z; nothing is clamped.
+* Groups need G ≥ 2 (a group-relative weight or advantage of one response is meaningless):
+  G = 1 is a ``ValueError``.
+* Lengths must be finite and ≥ 0. A zero-length response is allowed where its weight is defined
+  (dapo, dr_grpo, lambda); ``grpo`` (μ/0) and ``delta_l`` (0^-α) reject it, and a group whose
+  lengths are all zero has no tokens to normalise by and is rejected by the objective.
+* Sign: the objective J is maximised; ``policy_loss`` returns -J (plus KL and entropy terms)
+  for a minimiser. λ is trained by SGD on that same loss, i.e. by gradient ascent on J.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+SIGMA_CONVENTIONS = ("sample", "population")
+SCOPES = ("group", "batch")
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks
+# ----------------------------------------------------------------------------------------------
+def _as_float(x, name: str, dtype=None) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if not torch.is_floating_point(t):
+        t = t.to(dtype or torch.get_default_dtype())
+    elif dtype is not None:
+        t = t.to(dtype)
+    return t
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        raise ValueError(f"{name} contains NaN or inf (first at index {bad}); refusing to compute")
+
+
+def check_lengths(lengths) -> torch.Tensor:
+    """Validate a ``[groups, G]`` tensor of response lengths and return it as float."""
+    t = _as_float(lengths, "lengths")
+    if t.dim() != 2:
+        raise ValueError(f"lengths must have shape [groups, G], got {tuple(t.shape)}")
+    if t.shape[1] < 2:
+        raise ValueError(f"group size G = {t.shape[1]}: group-relative weights need G >= 2")
+    _check_finite(t, "lengths")
+    if bool((t < 0).any()):
+        raise ValueError("lengths must be >= 0")
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# Eq. 11-16: the λ-GRPO weights
+# ----------------------------------------------------------------------------------------------
+def eq13_standardize(lengths, sigma: str = "sample") -> torch.Tensor:
+    """z_i = (|o_i| - μ)/σ within each group (Eq. 11-13); z = 0 where σ = 0."""
+    t = check_lengths(lengths)
+    if sigma not in SIGMA_CONVENTIONS:
+        raise ValueError(f"sigma must be one of {SIGMA_CONVENTIONS}, got {sigma!r}")
+    mu = t.mean(dim=-1, keepdim=True)
+    sd = t.std(dim=-1, keepdim=True, correction=1 if sigma == "sample" else 0)
+    dev = t - mu
+    # σ = 0 exactly when all lengths are equal; then every deviation is 0 and z is pinned to 0.
+    safe = torch.where(sd > 0, sd, torch.ones_like(sd))
+    return torch.where(sd > 0, dev / safe, torch.zeros_like(dev))
+
+
+def eq14_h(lengths, r: float, sigma: str = "sample") -> torch.Tensor:
+    """h_i = 1 + r·z_i (Eq. 14). Raises if any h ≤ 0, where h^λ is undefined."""
+    if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
+        raise ValueError(f"r must be a finite number > 0, got {r!r}")
+    z = eq13_standardize(lengths, sigma)
+    h = 1.0 + r * z
+    if bool((h <= 0).any()):
+        G = z.shape[-1]
+        zmin = float(z.min())
+        raise ValueError(
+            f"h = 1 + r*z <= 0 (r = {r}, G = {G}, min z = {zmin:.4f}): h^lambda is undefined. "
+            f"Use r < 1/max|z|; with sample sigma max|z| <= (G-1)/sqrt(G) = {(G - 1) / math.sqrt(G):.3f}"
+        )
+    return h
+
+
+def eq15_g(h: torch.Tensor, lam) -> torch.Tensor:
+    """g_i = h_i^λ (Eq. 15), written exp(λ·ln h) so that λ may be a tensor with a gradient."""
+    lam = torch.as_tensor(lam, dtype=h.dtype, device=h.device)
+    return torch.exp(lam * torch.log(h))
+
+
+def eq16_lambda_weights(lengths, lam=0.0, r: float = 1 / 9, sigma: str = "sample") -> torch.Tensor:
+    """f = G·softmax(h^λ) over each group (Eq. 16). Sums to G per group; λ = 0 gives f = 1."""
+    h = eq14_h(lengths, r, sigma)
+    g = eq15_g(h, lam)
+    return h.shape[-1] * torch.softmax(g, dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the method registry: one function per token preference f(o_i)
+# ----------------------------------------------------------------------------------------------
+WeightFn = Callable[..., torch.Tensor]
+METHODS: dict[str, WeightFn] = {}
+
+
+def register_method(name: str):
+    """Add a token-preference method. The function takes ``lengths [groups, G]`` and keyword
+    arguments ``lam, r, alpha, sigma`` (ignoring those it does not use) and returns f."""
+
+    def deco(fn: WeightFn) -> WeightFn:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is already registered")
+        METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_method("grpo")
+def grpo_weights(lengths, **_) -> torch.Tensor:
+    """f = μ/|o_i| (Eq. 8): turns Eq. 7 into GRPO's per-response token mean (Eq. 4)."""
+    t = check_lengths(lengths)
+    if bool((t == 0).any()):
+        raise ValueError("grpo weight mu/|o_i| is undefined for a zero-length response")
+    return t.mean(dim=-1, keepdim=True) / t
+
+
+@register_method("dapo")
+def dapo_weights(lengths, **_) -> torch.Tensor:
+    """f = 1 (Eq. 9): one token mean over the group (Eq. 5)."""
+    return torch.ones_like(check_lengths(lengths))
+
+
+@register_method("dr_grpo")
+def dr_grpo_weights(lengths, **_) -> torch.Tensor:
+    """f = μ (Eq. 10): Eq. 7 becomes (1/G)·Σ_i Σ_t (Eq. 6)."""
+    t = check_lengths(lengths)
+    return t.mean(dim=-1, keepdim=True).expand_as(t).clone()
+
+
+@register_method("lambda")
+def lambda_weights(lengths, *, lam=0.0, r: float = 1 / 9, sigma: str = "sample", **_) -> torch.Tensor:
+    """f = G·softmax(h^λ) (Eq. 11-16), λ learnable."""
+    return eq16_lambda_weights(lengths, lam, r, sigma)
+
+
+@register_method("delta_l")
+def delta_l_weights(lengths, *, alpha: float = 1.0, **_) -> torch.Tensor:
+    """ΔL normalisation as an extra baseline: f ∝ |o_i|^-α, rescaled to sum to G per group.
+    α = 0 is DAPO; α = 1 up-weights short responses like GRPO but keeps Σf = G."""
+    t = check_lengths(lengths)
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite, got {alpha!r}")
+    if alpha != 0 and bool((t == 0).any()):
+        raise ValueError("delta_l weight |o_i|^-alpha is undefined for a zero-length response")
+    w = t.pow(-alpha)
+    return t.shape[-1] * w / w.sum(dim=-1, keepdim=True)
+
+
+def token_weights(method: str, lengths, *, lam=0.0, r: float = 1 / 9, alpha: float = 1.0,
+                  sigma: str = "sample") -> torch.Tensor:
+    """Per-response weights f(o_i) for ``lengths`` of shape ``[groups, G]``; same shape out."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    return METHODS[method](lengths, lam=lam, r=r, alpha=alpha, sigma=sigma)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eq. 3: the group-normalised advantage
+# ----------------------------------------------------------------------------------------------
+def eq3_group_advantages(rewards, *, scale: str = "std", eps: float = 1e-6) -> torch.Tensor:
+    """A_i = (R_i - mean_j R_j) / (std_j R_j + eps) within each group of ``rewards [groups, G]``.
+
+    ``scale="std"`` uses the sample std (ddof = 1), as Eq. 3 and ``torch.std``; ``scale="none"``
+    only centres (Dr.GRPO). A group whose rewards are all equal gets A = 0 either way.
+    """
+    t = _as_float(rewards, "rewards")
+    if t.dim() != 2 or t.shape[1] < 2:
+        raise ValueError(f"rewards must have shape [groups, G] with G >= 2, got {tuple(t.shape)}")
+    _check_finite(t, "rewards")
+    centred = t - t.mean(dim=-1, keepdim=True)
+    if scale == "none":
+        return centred
+    if scale != "std":
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    return centred / (t.std(dim=-1, keepdim=True) + eps)
+
+
+# ----------------------------------------------------------------------------------------------
+# the clipped surrogate, Eq. 7 per group, and Eq. 20
+# ----------------------------------------------------------------------------------------------
+def clipped_surrogate(logp, old_logp, adv, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                      dual_clip: float | None = None):
+    """Per-token min(ρA, clip(ρ, 1-ε_low, 1+ε_high)·A), the quantity Eq. 4-7 maximise.
+
+    ``dual_clip = c > 1`` additionally bounds it below by c·A where A < 0 (dual-clip PPO).
+    Returns ``(surrogate, clipped)`` where ``clipped`` marks tokens whose surrogate is not ρA.
+    """
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * adv
+    clipped_val = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
+    surr = torch.minimum(unclipped, clipped_val)
+    if dual_clip is not None:
+        if not dual_clip > 1.0:
+            raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+        surr = torch.where(adv < 0, torch.maximum(surr, dual_clip * adv), surr)
+    clipped = surr != unclipped
+    return surr, clipped
+
+
+def eq7_unified_objective(method: str, lengths, L, *, lam=0.0, r: float = 1 / 9,
+                          alpha: float = 1.0, sigma: str = "sample") -> torch.Tensor:
+    """J per group (Eq. 7): Σ_i f(o_i)·L_i / Σ_i |o_i|, for per-response surrogate sums
+    ``L [groups, G]`` (L_i = Σ_t min(ρA, clip(ρ)A)). Returns shape ``[groups]``."""
+    t = check_lengths(lengths)
+    L = _as_float(L, "L", t.dtype)
+    if L.shape != t.shape:
+        raise ValueError(f"L has shape {tuple(L.shape)}, lengths {tuple(t.shape)}")
+    _check_finite(L, "L")
+    total = t.sum(dim=-1)
+    if bool((total == 0).any()):
+        raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
+    f = token_weights(method, t, lam=lam, r=r, alpha=alpha, sigma=sigma)
+    return (f * L).sum(dim=-1) / total
+
+
+def eq20_lambda_grad(lengths, L, lam, r: float = 1 / 9, sigma: str = "sample") -> torch.Tensor:
+    """Closed-form ∂J/∂λ of Eq. 20 per group (shape ``[groups]``):
+
+        G/Σ|o| · Σ_i L_i s_i (h_i^λ ln h_i - Σ_j s_j h_j^λ ln h_j),   s = softmax(h^λ).
+    """
+    t = check_lengths(lengths)
+    L = _as_float(L, "L", t.dtype)
+    if L.shape != t.shape:
+        raise ValueError(f"L has shape {tuple(L.shape)}, lengths {tuple(t.shape)}")
+    _check_finite(L, "L")
+    h = eq14_h(t, r, sigma)
+    g = eq15_g(h, float(lam))
+    s = torch.softmax(g, dim=-1)
+    dg = g * torch.log(h)  # Eq. 17
+    inner = dg - (s * dg).sum(dim=-1, keepdim=True)  # Eq. 18 / s_i
+    G = t.shape[-1]
+    return G / t.sum(dim=-1) * (L * s * inner).sum(dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the training loss: Eq. 7 as a sum of per-sample terms (exact under any batching)
+# ----------------------------------------------------------------------------------------------
+def sample_weights(method: str, group_lengths, index, *, lam=0.0, r: float = 1 / 9,
+                   alpha: float = 1.0, sigma: str = "sample") -> torch.Tensor:
+    """f for each sample from the lengths of *its own* group.
+
+    ``group_lengths [N, G]`` holds, for each of N samples, the lengths of all G responses of its
+    group; ``index [N]`` is the sample's position in that row. Because each sample carries its
+    whole group, the weight is exact however the group's members are spread over micro-batches
+    and ranks.
+    """
+    gl = check_lengths(group_lengths)
+    idx = torch.as_tensor(index, dtype=torch.long, device=gl.device)
+    if idx.shape != (gl.shape[0],):
+        raise ValueError(f"index must have shape [{gl.shape[0]}], got {tuple(idx.shape)}")
+    if bool(((idx < 0) | (idx >= gl.shape[1])).any()):
+        raise ValueError(f"index out of range [0, {gl.shape[1]})")
+    f = token_weights(method, gl, lam=lam, r=r, alpha=alpha, sigma=sigma)
+    return f.gather(1, idx[:, None]).squeeze(1)
+
+
+def step_denominator(scope: str, group_lengths_of_step) -> float:
+    """The constant that ``policy_loss`` divides by, from all groups of one optimizer step.
+
+    ``group``: the number of groups (each group is already divided by its own Σ|o_i|, Eq. 7,
+    and the step averages groups). ``batch``: the total number of response tokens in the step
+    (one token mean over the whole step, as OpenRLHF >= 0.10.4 and veRL's new engine do).
+    ``group_lengths_of_step`` is ``[groups, G]``, one row per group (not per sample).
+    """
+    gl = check_lengths(group_lengths_of_step)
+    if scope == "group":
+        return float(gl.shape[0])
+    if scope == "batch":
+        return float(gl.sum())
+    raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # the micro-batch's contribution to -J (+ β·KL - c·H); sum over micro-batches
+    weights: torch.Tensor  # f per sample [N] (detached)
+    clip_fraction: torch.Tensor  # share of this micro-batch's tokens whose surrogate was clipped
+    kl: torch.Tensor | None  # mean per-token KL (k3) over the micro-batch, if ref_logp was given
+    entropy: torch.Tensor | None  # mean per-token entropy over the micro-batch, if given
+
+
+def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, method: str,
+                denominator: float, scope: str = "group", lam=0.0, r: float = 1 / 9,
+                alpha: float = 1.0, sigma: str = "sample", clip_low: float = 0.2,
+                clip_high: float = 0.2, dual_clip: float | None = None, ref_logp=None,
+                kl_coef: float = 0.0, entropy=None, entropy_coef: float = 0.0) -> LossOutput:
+    """The unified objective (Eq. 7) for one micro-batch, as a sum of per-sample terms.
+
+    Shapes: ``logp, old_logp, mask [N, T]``; ``advantages`` ``[N]`` or ``[N, T]``;
+    ``group_lengths [N, G]``, ``index [N]`` (see ``sample_weights``). ``denominator`` comes from
+    ``step_denominator(scope, ...)`` over the *whole* optimizer step, so that summing the losses
+    of the step's micro-batches (any sizes, any order) gives exactly the step's loss:
+
+        group scope:  -1/n_groups · Σ_samples f_i·L_i / Σ_{j in group(i)} |o_j|
+        batch scope:  -1/n_tokens · Σ_samples f_i·L_i
+
+    The optional KL (k3 estimator, ``ref_logp``) and entropy (``entropy [N, T]``) terms use the
+    same normalisation but are *not* weighted by f, as in the paper's objective.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if not (math.isfinite(denominator) and denominator > 0):
+        raise ValueError(f"denominator must be finite and > 0, got {denominator}")
+    logp = _as_float(logp, "logp")
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be [N, T], got {tuple(logp.shape)}")
+    N, T = logp.shape
+    old_logp = _as_float(old_logp, "old_logp", logp.dtype)
+    mask = torch.as_tensor(mask)
+    for name, t in (("old_logp", old_logp), ("mask", mask)):
+        if t.shape != logp.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(logp.shape)}")
+    maskf = mask.to(logp.dtype)
+    if bool(((maskf != 0) & (maskf != 1)).any()):
+        raise ValueError("mask must hold only 0 and 1")
+    adv = _as_float(advantages, "advantages", logp.dtype)
+    if adv.shape == (N,):
+        adv = adv[:, None].expand(N, T)
+    elif adv.shape != (N, T):
+        raise ValueError(f"advantages must be [N] or [N, T], got {tuple(adv.shape)}")
+    # NaN/inf outside the mask (padding) is harmless only if we never multiply it: check inside.
+    on = maskf.bool()
+    for name, t in (("logp", logp), ("old_logp", old_logp), ("advantages", adv)):
+        _check_finite(t.detach()[on], name)
+
+    gl = check_lengths(_as_float(group_lengths, "group_lengths", logp.dtype))
+    if gl.shape[0] != N:
+        raise ValueError(f"group_lengths has {gl.shape[0]} rows for {N} samples")
+    idx = torch.as_tensor(index, dtype=torch.long)
+    f = sample_weights(method, gl, idx, lam=lam, r=r, alpha=alpha, sigma=sigma)  # checks idx
+    own = gl.gather(1, idx.view(-1, 1)).squeeze(1)
+    if not torch.equal(own, maskf.sum(dim=1)):
+        raise ValueError("mask lengths disagree with group_lengths[i, index[i]]: a sample's own "
+                         "length must equal the number of its response tokens")
+
+    surr, clipped = clipped_surrogate(logp, old_logp, adv, clip_low=clip_low,
+                                      clip_high=clip_high, dual_clip=dual_clip)
+    surr = torch.where(on, surr, torch.zeros_like(surr))
+    L = surr.sum(dim=1)  # L_i = Σ_t min(ρA, clip(ρ)A)
+
+    if scope == "group":
+        per_sample_norm = gl.sum(dim=1) * denominator
+        if bool((gl.sum(dim=1) == 0).any()):
+            raise ValueError("a group has no response tokens (all lengths 0)")
+    else:
+        per_sample_norm = torch.full_like(L, float(denominator))
+    loss = -(f * L / per_sample_norm).sum()
+
+    n_tok = maskf.sum().clamp_min(1)
+    kl_mean = ent_mean = None
+    if ref_logp is not None:
+        ref = _as_float(ref_logp, "ref_logp", logp.dtype)
+        _check_finite(ref.detach()[on], "ref_logp")
+        d = ref - logp
+        kl_tok = torch.where(on, torch.exp(d) - d - 1.0, torch.zeros_like(d))
+        loss = loss + kl_coef * (kl_tok.sum(dim=1) / per_sample_norm).sum()
+        kl_mean = kl_tok.sum().detach() / n_tok
+    if entropy is not None:
+        ent = _as_float(entropy, "entropy", logp.dtype)
+        _check_finite(ent.detach()[on], "entropy")
+        ent_tok = torch.where(on, ent, torch.zeros_like(ent))
+        if entropy_coef:
+            loss = loss - entropy_coef * (ent_tok.sum(dim=1) / per_sample_norm).sum()
+        ent_mean = ent_tok.sum().detach() / n_tok
+    clip_frac = (clipped & on).sum().to(logp.dtype) / n_tok
+    return LossOutput(loss=loss, weights=f.detach(), clip_fraction=clip_frac.detach(), kl=kl_mean,
+                      entropy=ent_mean)
+
+
+# ----------------------------------------------------------------------------------------------
+# λ: a learnable scalar with its own SGD
+# ----------------------------------------------------------------------------------------------
+class LearnableLambda:
+    """λ (init 0) and its own ``torch.optim.SGD`` (lr 0.1, no weight decay), as in Sec. 2.3.
+
+    Kept apart from the policy's optimizer: no Adam state, no LR schedule, no grad clipping
+    touches it. Call ``step()`` once per optimizer step, at the gradient-accumulation boundary:
+    it averages λ's gradient over the data-parallel group (when torch.distributed is
+    initialised and ``group`` spans more than one rank), steps, and zeroes the gradient.
+    """
+
+    def __init__(self, init: float = 0.0, lr: float = 0.1, weight_decay: float = 0.0,
+                 dtype=torch.float32, device="cpu"):
+        self.param = torch.nn.Parameter(torch.tensor(float(init), dtype=dtype, device=device))
+        self.optimizer = torch.optim.SGD([self.param], lr=lr, weight_decay=weight_decay)
+        self.last_grad = 0.0
+
+    @property
+    def value(self) -> float:
+        return float(self.param.detach())
+
+    def all_reduce_grad(self, group=None) -> None:
+        import torch.distributed as dist
+
+        if self.param.grad is None:
+            self.param.grad = torch.zeros_like(self.param)
+        if dist.is_available() and dist.is_initialized():
+            world = dist.get_world_size(group)
+            if world > 1:
+                dist.all_reduce(self.param.grad, op=dist.ReduceOp.SUM, group=group)
+                self.param.grad.div_(world)
+
+    def step(self, group=None) -> float:
+        """Reduce, step, zero. Returns the (reduced) gradient that was applied."""
+        self.all_reduce_grad(group)
+        self.last_grad = float(self.param.grad)
+        _check_finite(self.param.grad.detach(), "lambda gradient")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.last_grad
+
+    def state_dict(self) -> dict:
+        return {"lambda": self.param.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.param.copy_(torch.as_tensor(state["lambda"], dtype=self.param.dtype))
+        self.optimizer.load_state_dict(state["optimizer"])
