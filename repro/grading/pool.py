@@ -1,0 +1,189 @@
+"""Grade many (prediction, gold) pairs in worker processes with a hard per-item timeout.
+
+A pathological answer (``10^{10^{10}}``, a 5,000-character expression) can make sympy run for
+minutes inside C code, where no signal reaches it. Each item therefore runs in a worker process;
+when an item passes its deadline the worker is killed and replaced, and the item counts as wrong
+and is flagged ``"timeout"``. A grader exception (graders should not raise) is flagged
+``"error"``; a worker that dies is flagged ``"crash"``. Nothing here can hang a run.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Sequence
+
+DEFAULT_TIMEOUT_S = 5.0
+_READY_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    correct: bool
+    flagged: str | None  # None, "timeout", "error" or "crash"
+    seconds: float
+
+
+def resolve(grader: str, benchmark: str | None):
+    """The grading function that ``grader`` means on ``benchmark``."""
+    from repro.grading import get_grader
+
+    if grader.startswith("qwen"):
+        from repro.grading.qwen import grader_name_for
+
+        grader = grader_name_for(grader, benchmark)
+    return get_grader(grader)
+
+
+def grade_one(grader: str, pred: str, gold: str, benchmark: str | None = None) -> GradeResult:
+    """In-process grading without a timeout (for tests and debugging)."""
+    t = time.perf_counter()
+    try:
+        ok = bool(resolve(grader, benchmark)(pred, gold))
+        flag = None
+    except Exception:
+        ok, flag = False, "error"
+    return GradeResult(ok, flag, time.perf_counter() - t)
+
+
+def warm_up(grader: str) -> None:
+    """Import everything the grader imports lazily (sympy, the LaTeX parser), so that workers
+    forked afterwards start warm and the first item's time is not spent importing."""
+    fn = resolve(grader, None)
+    for pred, gold in (("0.5", "\\frac{1}{2}"), ("x^2+1", "1+x^{2}"), ("(1,2)", "(1,2)")):
+        fn(pred, gold)
+
+
+def _worker(conn, grader: str) -> None:
+    # Warm the grader (a no-op when forked from a warm parent), say so, then serve
+    # messages (index, pred, gold, benchmark) until None or EOF.
+    try:
+        warm_up(grader)
+    except Exception:
+        pass
+    conn.send("ready")
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        i, pred, gold, bench = msg
+        r = grade_one(grader, pred, gold, bench)
+        conn.send((i, r.correct, r.flagged, r.seconds))
+
+
+class _Slot:
+    def __init__(self, ctx, grader: str):
+        self.parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, grader), daemon=True)
+        self.proc.start()
+        child.close()
+        if not self.parent.poll(_READY_TIMEOUT_S) or self.parent.recv() != "ready":
+            self.kill()
+            raise RuntimeError(f"grading worker for {grader!r} did not start within "
+                               f"{_READY_TIMEOUT_S:.0f} s")
+        self.item: int | None = None
+        self.deadline = 0.0
+        self.started = 0.0
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.parent.close()
+
+
+def _context():
+    methods = mp.get_all_start_methods()
+    # fork starts a worker in milliseconds with the grader already imported; spawn elsewhere.
+    return mp.get_context("fork" if "fork" in methods and os.name == "posix" else "spawn")
+
+
+def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, workers: int = 2,
+               timeout: float = DEFAULT_TIMEOUT_S, progress: bool = False,
+               desc: str | None = None) -> list[GradeResult]:
+    """Grade ``items`` = [(pred, gold, benchmark), ...] with the named grader, in order.
+
+    ``workers=0`` grades in this process with no timeout (only for trusted, small inputs).
+    """
+    items = list(items)
+    if timeout <= 0:
+        raise ValueError("timeout must be > 0")
+    resolve(grader, None)  # fail fast on an unknown grader
+    if workers <= 0 or not items:
+        return [grade_one(grader, p, g, b) for p, g, b in items]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc=desc or f"grading ({grader})", unit="ans")
+    ctx = _context()
+    if ctx.get_start_method() == "fork":
+        warm_up(grader)
+    results: list[GradeResult | None] = [None] * len(items)
+    slots = [_Slot(ctx, grader) for _ in range(min(workers, len(items)))]
+    next_item = 0
+    done = 0
+
+    def feed(slot: _Slot) -> None:
+        nonlocal next_item
+        if next_item >= len(items):
+            slot.item = None
+            return
+        i = next_item
+        next_item += 1
+        p, g, b = items[i]
+        slot.item, slot.started = i, time.perf_counter()
+        slot.deadline = slot.started + timeout
+        slot.parent.send((i, p, g, b))
+
+    def finish(i: int, r: GradeResult) -> None:
+        nonlocal done
+        results[i] = r
+        done += 1
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        for s in slots:
+            feed(s)
+        while done < len(items):
+            busy = [s for s in slots if s.item is not None]
+            now = time.perf_counter()
+            wait_s = max(0.0, min(s.deadline for s in busy) - now)
+            ready = wait([s.parent for s in busy], timeout=wait_s)
+            for k, s in enumerate(slots):
+                if s.item is None:
+                    continue
+                if s.parent in ready:
+                    try:
+                        i, ok, flag, sec = s.parent.recv()
+                    except (EOFError, OSError):
+                        finish(s.item, GradeResult(False, "crash", time.perf_counter() - s.started))
+                        s.kill()
+                        s = slots[k] = _Slot(ctx, grader)
+                        feed(s)
+                        continue
+                    finish(i, GradeResult(ok, flag, sec))
+                    feed(s)
+                elif time.perf_counter() >= s.deadline:
+                    finish(s.item, GradeResult(False, "timeout", time.perf_counter() - s.started))
+                    s.kill()
+                    s = slots[k] = _Slot(ctx, grader)
+                    feed(s)
+    finally:
+        for s in slots:
+            try:
+                if s.proc.is_alive() and s.item is None:
+                    s.parent.send(None)
+            except OSError:
+                pass
+            s.kill()
+        if bar is not None:
+            bar.close()
+    return results  # type: ignore[return-value]
