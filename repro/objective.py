@@ -225,7 +225,14 @@ def clipped_surrogate(logp, old_logp, adv, *, clip_low: float = 0.2, clip_high: 
     ``dual_clip = c > 1`` additionally bounds it below by c·A where A < 0 (dual-clip PPO).
     Returns ``(surrogate, clipped)`` where ``clipped`` marks tokens whose surrogate is not ρA.
     """
-    ratio = torch.exp(logp - old_logp)
+    return surrogate_from_log_ratio(logp - old_logp, adv, clip_low=clip_low, clip_high=clip_high,
+                                    dual_clip=dual_clip)
+
+
+def surrogate_from_log_ratio(log_ratio, adv, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                             dual_clip: float | None = None):
+    """``clipped_surrogate`` given log ρ = logp - old_logp."""
+    ratio = torch.exp(log_ratio)
     unclipped = ratio * adv
     clipped_val = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     surr = torch.minimum(unclipped, clipped_val)
@@ -317,6 +324,7 @@ class LossOutput:
     clip_fraction: torch.Tensor  # share of this micro-batch's tokens whose surrogate was clipped
     kl: torch.Tensor | None  # mean per-token KL (k3) over the micro-batch, if ref_logp was given
     entropy: torch.Tensor | None  # mean per-token entropy over the micro-batch, if given
+    ppo_kl: torch.Tensor | None = None  # mean log(π_old/π) over the micro-batch's tokens
 
 
 def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, method: str,
@@ -336,6 +344,14 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
 
     The optional KL (k3 estimator, ``ref_logp``) and entropy (``entropy [N, T]``) terms use the
     same normalisation but are *not* weighted by f, as in the paper's objective.
+
+    Data parallel: with the step's samples spread over W ranks that *average* gradients (as
+    DeepSpeed does), multiply each rank's loss by W; ``LearnableLambda.step`` averages λ's
+    gradient the same way, so both equal the single-process gradient.
+
+    Non-finite inputs are caught through the loss, which costs nothing on the hot path: if the
+    loss is NaN or ±inf, a ``ValueError`` names the tensor (and whether the bad value sits in a
+    response token or in padding). Padding must hold finite numbers (any value).
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -350,61 +366,82 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
     for name, t in (("old_logp", old_logp), ("mask", mask)):
         if t.shape != logp.shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(logp.shape)}")
-    maskf = mask.to(logp.dtype)
-    if bool(((maskf != 0) & (maskf != 1)).any()):
-        raise ValueError("mask must hold only 0 and 1")
+    if mask.dtype == torch.bool:
+        on = mask
+    else:
+        if bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError("mask must hold only 0 and 1")
+        on = mask != 0
+    maskf = on.to(logp.dtype)
     adv = _as_float(advantages, "advantages", logp.dtype)
     if adv.shape == (N,):
         adv = adv[:, None].expand(N, T)
     elif adv.shape != (N, T):
         raise ValueError(f"advantages must be [N] or [N, T], got {tuple(adv.shape)}")
-    # NaN/inf outside the mask (padding) is harmless only if we never multiply it: check inside.
-    on = maskf.bool()
-    for name, t in (("logp", logp), ("old_logp", old_logp), ("advantages", adv)):
-        _check_finite(t.detach()[on], name)
 
     gl = check_lengths(_as_float(group_lengths, "group_lengths", logp.dtype))
     if gl.shape[0] != N:
         raise ValueError(f"group_lengths has {gl.shape[0]} rows for {N} samples")
     idx = torch.as_tensor(index, dtype=torch.long)
     f = sample_weights(method, gl, idx, lam=lam, r=r, alpha=alpha, sigma=sigma)  # checks idx
-    own = gl.gather(1, idx.view(-1, 1)).squeeze(1)
-    if not torch.equal(own, maskf.sum(dim=1)):
+    n_tok_row = maskf.sum(dim=1)
+    if not torch.equal(gl.gather(1, idx.view(-1, 1)).squeeze(1), n_tok_row):
         raise ValueError("mask lengths disagree with group_lengths[i, index[i]]: a sample's own "
                          "length must equal the number of its response tokens")
-
-    surr, clipped = clipped_surrogate(logp, old_logp, adv, clip_low=clip_low,
-                                      clip_high=clip_high, dual_clip=dual_clip)
-    surr = torch.where(on, surr, torch.zeros_like(surr))
-    L = surr.sum(dim=1)  # L_i = Σ_t min(ρA, clip(ρ)A)
-
+    group_tokens = gl.sum(dim=1)
     if scope == "group":
-        per_sample_norm = gl.sum(dim=1) * denominator
-        if bool((gl.sum(dim=1) == 0).any()):
-            raise ValueError("a group has no response tokens (all lengths 0)")
+        if bool((group_tokens == 0).any()):
+            raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
+        per_sample_norm = group_tokens * denominator
     else:
-        per_sample_norm = torch.full_like(L, float(denominator))
+        per_sample_norm = torch.full_like(group_tokens, float(denominator))
+
+    log_ratio = logp - old_logp
+    surr, clipped = surrogate_from_log_ratio(log_ratio, adv, clip_low=clip_low,
+                                             clip_high=clip_high, dual_clip=dual_clip)
+    L = (surr * maskf).sum(dim=1)  # L_i = Σ_t min(ρA, clip(ρ)A); NaN in padding propagates
     loss = -(f * L / per_sample_norm).sum()
 
-    n_tok = maskf.sum().clamp_min(1)
+    n_tok = n_tok_row.sum().clamp_min(1)
     kl_mean = ent_mean = None
+    extra = {}
     if ref_logp is not None:
         ref = _as_float(ref_logp, "ref_logp", logp.dtype)
-        _check_finite(ref.detach()[on], "ref_logp")
+        extra["ref_logp"] = ref
         d = ref - logp
-        kl_tok = torch.where(on, torch.exp(d) - d - 1.0, torch.zeros_like(d))
-        loss = loss + kl_coef * (kl_tok.sum(dim=1) / per_sample_norm).sum()
-        kl_mean = kl_tok.sum().detach() / n_tok
+        kl_row = ((torch.exp(d) - d - 1.0) * maskf).sum(dim=1)
+        loss = loss + kl_coef * (kl_row / per_sample_norm).sum()
+        kl_mean = kl_row.sum().detach() / n_tok
     if entropy is not None:
         ent = _as_float(entropy, "entropy", logp.dtype)
-        _check_finite(ent.detach()[on], "entropy")
-        ent_tok = torch.where(on, ent, torch.zeros_like(ent))
+        extra["entropy"] = ent
+        ent_row = (ent * maskf).sum(dim=1)
         if entropy_coef:
-            loss = loss - entropy_coef * (ent_tok.sum(dim=1) / per_sample_norm).sum()
-        ent_mean = ent_tok.sum().detach() / n_tok
+            loss = loss - entropy_coef * (ent_row / per_sample_norm).sum()
+        ent_mean = ent_row.sum().detach() / n_tok
+    # mean of log(π_old/π) over response tokens (a KL estimate PPO logs); it is also the cheap
+    # check that no log-prob is ±inf where a finite loss could hide it (ratio exactly 0)
+    ppo_kl = -(log_ratio.detach() * maskf).sum() / n_tok
+    if not (bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(ppo_kl))):
+        _raise_nonfinite(on, logp=logp, old_logp=old_logp, advantages=adv, **extra)
     clip_frac = (clipped & on).sum().to(logp.dtype) / n_tok
     return LossOutput(loss=loss, weights=f.detach(), clip_fraction=clip_frac.detach(), kl=kl_mean,
-                      entropy=ent_mean)
+                      entropy=ent_mean, ppo_kl=ppo_kl)
+
+
+def _raise_nonfinite(on: torch.Tensor, **tensors) -> None:
+    """Name the input that made the loss non-finite (only called on the error path)."""
+    for name, t in tensors.items():
+        t = t.detach()
+        bad = ~torch.isfinite(t)
+        if bool((bad & on).any()):
+            raise ValueError(f"{name} contains NaN or inf on response tokens "
+                             f"(first at {(bad & on).nonzero()[0].tolist()})")
+        if bool(bad.any()):
+            raise ValueError(f"{name} contains NaN or inf in padding (first at "
+                             f"{bad.nonzero()[0].tolist()}); padding must hold finite values")
+    raise ValueError("the loss is not finite although every input is (ratio overflow: "
+                     "logp - old_logp too large?)")
 
 
 # ----------------------------------------------------------------------------------------------

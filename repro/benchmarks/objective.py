@@ -1,0 +1,102 @@
+"""Cost of the λ-weighted objective against a plain DAPO token-mean loss (``make bench``).
+
+Forward + backward on 64 groups × 8 responses × 1024 tokens (random lengths up to 1024), on CPU.
+Both losses compute the same by-products (clip fraction, the PPO KL estimate), as a training
+loss does. Runs are interleaved (baseline, λ, baseline, λ, ...) so that load on a shared machine
+hits both alike; the reported figure is the median of the per-pair time ratios.
+
+    python -m repro.benchmarks.objective [--reps 30] [--dtype float32]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from repro import objective as O
+
+
+def make_batch(groups=64, G=8, T=1024, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(T // 8, T + 1, (groups, G), generator=g).to(dtype)
+    N = groups * G
+    mask = torch.arange(T)[None, :] < lengths.flatten()[:, None]
+    logp = -torch.rand(N, T, generator=g, dtype=dtype)
+    old = logp + 0.05 * torch.randn(N, T, generator=g, dtype=dtype)
+    adv = O.eq3_group_advantages(torch.randint(0, 2, (groups, G), generator=g).to(dtype)).flatten()
+    return dict(lengths=lengths, mask=mask, logp=logp, old=old, adv=adv,
+                gl=lengths.repeat_interleave(G, 0), idx=torch.arange(G).repeat(groups))
+
+
+def dapo_token_mean(logp, old, adv, mask, eps=0.2):
+    """The baseline: one token mean over the batch, as a plain DAPO loss computes it."""
+    log_ratio = logp - old
+    ratio = torch.exp(log_ratio)
+    a = adv[:, None]
+    s1, s2 = ratio * a, torch.clamp(ratio, 1 - eps, 1 + eps) * a
+    surr = torch.minimum(s1, s2)
+    m = mask.to(logp.dtype)
+    n = m.sum()
+    loss = -(surr * m).sum() / n
+    clip_frac = ((surr != s1) & mask).sum() / n
+    ppo_kl = -(log_ratio.detach() * m).sum() / n
+    return loss, clip_frac, ppo_kl
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    b = make_batch(dtype=dtype)
+    lam = O.LearnableLambda(init=0.3, dtype=dtype)
+    denom = O.step_denominator("group", b["lengths"])
+    logp = b["logp"].clone().requires_grad_()
+
+    def run_base():
+        logp.grad = None
+        loss, _, _ = dapo_token_mean(logp, b["old"], b["adv"], b["mask"])
+        loss.backward()
+
+    def run_lambda():
+        logp.grad = None
+        lam.param.grad = None
+        out = O.policy_loss(logp, b["old"], b["adv"], b["mask"], b["gl"], b["idx"],
+                            method="lambda", lam=lam.param, r=1 / 9, denominator=denom)
+        out.loss.backward()
+
+    for _ in range(3):  # warm-up
+        run_base()
+        run_lambda()
+    ratios, tb, tl = [], [], []
+    for i in range(args.reps):
+        order = (run_base, run_lambda) if i % 2 == 0 else (run_lambda, run_base)
+        times = {}
+        for fn in order:
+            t0 = time.perf_counter()
+            fn()
+            times[fn] = time.perf_counter() - t0
+        tb.append(times[run_base])
+        tl.append(times[run_lambda])
+        ratios.append(times[run_lambda] / times[run_base])
+    N, T = b["logp"].shape
+    print(f"objective fwd+bwd, {N} responses x {T} tokens ({int(b['mask'].sum())} response "
+          f"tokens), {args.dtype}, {torch.get_num_threads()} threads, {args.reps} interleaved pairs")
+    print(f"  DAPO token-mean : median {statistics.median(tb) * 1e3:8.2f} ms")
+    print(f"  lambda-GRPO     : median {statistics.median(tl) * 1e3:8.2f} ms")
+    print(f"  ratio lambda/DAPO: median {statistics.median(ratios):.3f} "
+          f"(IQR {statistics.quantiles(ratios, n=4)[0]:.3f}-{statistics.quantiles(ratios, n=4)[2]:.3f}; "
+          f"target <= 1.02)")
+    print(f"  ratio of medians {statistics.median(tl) / statistics.median(tb):.3f}, "
+          f"ratio of best times {min(tl) / min(tb):.3f} (least disturbed by other load)")
+    return statistics.median(ratios)
+
+
+if __name__ == "__main__":
+    main()

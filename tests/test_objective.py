@@ -1,0 +1,503 @@
+"""The paper's math against independent computations written out here, term by term.
+
+Nothing below compares against numbers produced by repro.objective itself: every reference is
+recomputed in plain Python/torch loops from the paper's equations.
+"""
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from repro import objective as O
+
+torch.set_default_dtype(torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# independent references (plain Python, one response at a time)
+# ----------------------------------------------------------------------------------------------
+def ref_mean(xs):
+    return sum(xs) / len(xs)
+
+
+def ref_sample_std(xs):
+    m = ref_mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def ref_lambda_weights(lens, lam, r):
+    G = len(lens)
+    mu, sd = ref_mean(lens), ref_sample_std(lens)
+    z = [(x - mu) / sd if sd > 0 else 0.0 for x in lens]
+    g = [(1 + r * zi) ** lam for zi in z]
+    e = [math.exp(gi) for gi in g]
+    return [G * ei / sum(e) for ei in e]
+
+
+def ref_token_surrogate(lp, olp, a, lo, hi):
+    rho = math.exp(lp - olp)
+    return min(rho * a, min(max(rho, 1 - lo), 1 + hi) * a)
+
+
+def make_group_batch(n_groups, G, T, seed, min_len=1):
+    """Random per-token tensors for n_groups groups of G responses (padded to T)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, T + 1, (n_groups, G), generator=g).double()
+    N = n_groups * G
+    mask = torch.zeros(N, T, dtype=torch.bool)
+    for i, n in enumerate(lengths.flatten().long().tolist()):
+        mask[i, :n] = True
+    logp = -torch.rand(N, T, generator=g) * 3
+    old = logp + 0.3 * torch.randn(N, T, generator=g)  # ratios well away from 1: clipping happens
+    rewards = torch.randint(0, 3, (n_groups, G), generator=g).double() - 1
+    group_lengths = lengths.repeat_interleave(G, dim=0)  # each sample carries its group's lengths
+    index = torch.arange(G).repeat(n_groups)
+    return dict(lengths=lengths, mask=mask, logp=logp, old=old, rewards=rewards,
+                group_lengths=group_lengths, index=index)
+
+
+# ----------------------------------------------------------------------------------------------
+# weights
+# ----------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    lens=st.lists(st.lists(st.integers(1, 4000), min_size=8, max_size=8), min_size=1, max_size=5),
+    lam=st.floats(-6, 6),
+    r=st.sampled_from([1 / 30, 1 / 15, 1 / 9, 0.2]),
+    alpha=st.floats(0, 2),
+)
+def test_weights_sum_to_G(lens, lam, r, alpha):
+    L = torch.tensor(lens, dtype=torch.float64)
+    for method in ("lambda", "dapo", "delta_l"):
+        f = O.token_weights(method, L, lam=lam, r=r, alpha=alpha)
+        assert f.shape == L.shape
+        assert torch.allclose(f.sum(-1), torch.full((L.shape[0],), 8.0), rtol=1e-12)
+        assert (f > 0).all()
+
+
+def test_lambda_weights_match_written_out_eq11_to_16():
+    rng = random.Random(0)
+    for _ in range(50):
+        G = rng.choice([2, 4, 8, 16])
+        lens = [rng.randint(1, 2048) for _ in range(G)]
+        lam, r = rng.uniform(-5, 5), rng.choice([1 / 30, 1 / 15, 1 / 9])
+        got = O.token_weights("lambda", torch.tensor([lens], dtype=torch.float64), lam=lam, r=r)[0]
+        want = ref_lambda_weights(lens, lam, r)
+        assert got.tolist() == pytest.approx(want, rel=1e-12)
+
+
+def test_grpo_and_dr_grpo_closed_forms():
+    lens = [[3, 5, 8, 100], [7, 7, 1, 9]]
+    f_grpo = O.token_weights("grpo", torch.tensor(lens, dtype=torch.float64))
+    f_dr = O.token_weights("dr_grpo", torch.tensor(lens, dtype=torch.float64))
+    for row, fg, fd in zip(lens, f_grpo, f_dr):
+        mu = sum(row) / len(row)
+        assert fg.tolist() == pytest.approx([mu / x for x in row], rel=1e-14)
+        assert fd.tolist() == pytest.approx([mu] * len(row), rel=1e-14)
+
+
+def test_delta_l_closed_form():
+    row, alpha = [10, 20, 40, 80], 0.75
+    w = [x ** -alpha for x in row]
+    want = [4 * wi / sum(w) for wi in w]
+    got = O.token_weights("delta_l", torch.tensor([row], dtype=torch.float64), alpha=alpha)[0]
+    assert got.tolist() == pytest.approx(want, rel=1e-13)
+
+
+def test_lambda_zero_is_dapo_exactly():
+    L = torch.tensor([[5.0, 17, 300, 2, 44, 9, 9, 1000]])
+    assert torch.equal(O.token_weights("lambda", L, lam=0.0), torch.ones_like(L))
+
+
+def test_lambda_sign_sets_direction():
+    L = torch.tensor([[10.0, 20, 30, 40]])
+    up = O.token_weights("lambda", L, lam=3.0)[0]
+    down = O.token_weights("lambda", L, lam=-3.0)[0]
+    assert all(a < b for a, b in zip(up, up[1:]))  # λ > 0 favours long responses
+    assert all(a > b for a, b in zip(down, down[1:]))  # λ < 0 favours short ones
+
+
+def test_population_sigma_option():
+    lens = [10.0, 20, 30, 60]
+    m = ref_mean(lens)
+    sd_pop = math.sqrt(sum((x - m) ** 2 for x in lens) / 4)
+    z = O.eq13_standardize(torch.tensor([lens]), sigma="population")[0]
+    assert z.tolist() == pytest.approx([(x - m) / sd_pop for x in lens], rel=1e-14)
+
+
+# ----------------------------------------------------------------------------------------------
+# the unified objective equals Eq. 4, 5, 6 written out
+# ----------------------------------------------------------------------------------------------
+def written_out_objectives(b, lo, hi):
+    """Eq. 4 (GRPO), Eq. 5 (DAPO), Eq. 6 (Dr.GRPO), averaged over groups, from per-token loops."""
+    adv = O_adv_reference(b["rewards"])
+    n_groups, G = b["lengths"].shape
+    eq4 = eq5 = eq6 = 0.0
+    for gi in range(n_groups):
+        per_resp = []
+        lens = []
+        for j in range(G):
+            i = gi * G + j
+            n = int(b["lengths"][gi, j])
+            s = sum(ref_token_surrogate(float(b["logp"][i, t]), float(b["old"][i, t]), adv[gi][j],
+                                        lo, hi) for t in range(n))
+            per_resp.append(s)
+            lens.append(n)
+        eq4 += sum(s / n for s, n in zip(per_resp, lens)) / G
+        eq5 += sum(per_resp) / sum(lens)
+        eq6 += sum(per_resp) / G
+    return eq4 / n_groups, eq5 / n_groups, eq6 / n_groups
+
+
+def O_adv_reference(rewards):
+    out = []
+    for row in rewards.tolist():
+        m, sd = ref_mean(row), ref_sample_std(row)
+        out.append([(x - m) / (sd + 1e-6) for x in row])
+    return out
+
+
+@pytest.mark.parametrize("lo,hi", [(0.2, 0.2), (0.2, 0.28)])
+def test_unified_objective_reduces_to_eq4_eq5_eq6(lo, hi):
+    b = make_group_batch(n_groups=3, G=4, T=12, seed=1)
+    adv = O.eq3_group_advantages(b["rewards"]).flatten()
+    want4, want5, want6 = written_out_objectives(b, lo, hi)
+    denom = O.step_denominator("group", b["lengths"])
+    got = {}
+    for method in ("grpo", "dapo", "dr_grpo", "lambda"):
+        out = O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"],
+                            method=method, denominator=denom, lam=0.0, clip_low=lo, clip_high=hi)
+        got[method] = -float(out.loss)
+    assert got["grpo"] == pytest.approx(want4, rel=1e-12)
+    assert got["dapo"] == pytest.approx(want5, rel=1e-12)
+    assert got["dr_grpo"] == pytest.approx(want6, rel=1e-12)
+    assert got["lambda"] == got["dapo"]  # λ = 0 is DAPO exactly
+
+
+def test_eq7_per_group_from_sums_matches_policy_loss():
+    b = make_group_batch(n_groups=2, G=8, T=10, seed=2)
+    adv = O.eq3_group_advantages(b["rewards"])
+    surr, _ = O.clipped_surrogate(b["logp"], b["old"], adv.flatten()[:, None].expand_as(b["logp"]))
+    L = (surr * b["mask"]).sum(1).view(2, 8)
+    J = O.eq7_unified_objective("lambda", b["lengths"], L, lam=1.3)
+    out = O.policy_loss(b["logp"], b["old"], adv.flatten(), b["mask"], b["group_lengths"],
+                        b["index"], method="lambda", lam=1.3, denominator=2.0)
+    assert -float(out.loss) == pytest.approx(float(J.mean()), rel=1e-12)
+
+
+def test_batch_scope_is_one_token_mean_over_the_step():
+    b = make_group_batch(n_groups=3, G=4, T=9, seed=3)
+    adv = O.eq3_group_advantages(b["rewards"]).flatten()
+    a = O_adv_reference(b["rewards"])
+    tot = n = 0.0
+    for i in range(12):
+        for t in range(int(b["mask"][i].sum())):
+            tot += ref_token_surrogate(float(b["logp"][i, t]), float(b["old"][i, t]),
+                                       a[i // 4][i % 4], 0.2, 0.2)
+            n += 1
+    out = O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"],
+                        method="dapo", scope="batch",
+                        denominator=O.step_denominator("batch", b["lengths"]))
+    assert -float(out.loss) == pytest.approx(tot / n, rel=1e-12)
+
+
+def test_dual_clip_bounds_negative_advantages():
+    logp = torch.tensor([[2.0]])  # ratio e^2 ≈ 7.4: far beyond 1 + ε
+    old = torch.tensor([[0.0]])
+    surr, clipped = O.clipped_surrogate(logp, old, torch.tensor([[-1.0]]), dual_clip=3.0)
+    assert float(surr) == pytest.approx(-3.0)  # max(min(-7.39, -1.2), -3) = -3
+    surr2, _ = O.clipped_surrogate(logp, old, torch.tensor([[-1.0]]))
+    assert float(surr2) == pytest.approx(-math.exp(2.0))
+    assert bool(clipped.all())
+
+
+def test_kl_and_entropy_are_outside_f():
+    b = make_group_batch(n_groups=2, G=4, T=6, seed=4)
+    adv = O.eq3_group_advantages(b["rewards"]).flatten()
+    ref = b["logp"] + 0.1
+    ent = torch.rand_like(b["logp"])
+    kw = dict(method="lambda", lam=2.5, r=1 / 9, denominator=2.0)
+    base = O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"], **kw)
+    full = O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"],
+                         ref_logp=ref, kl_coef=0.05, entropy=ent, entropy_coef=0.01, **kw)
+    # written out: per group, token sums of KL (k3) and entropy over Σ|o|, averaged over groups
+    kl_term = ent_term = 0.0
+    for gi in range(2):
+        tok = float(b["lengths"][gi].sum())
+        for j in range(4):
+            i = gi * 4 + j
+            for t in range(int(b["lengths"][gi, j])):
+                d = float(ref[i, t] - b["logp"][i, t])
+                kl_term += (math.exp(d) - d - 1) / tok / 2
+                ent_term += float(ent[i, t]) / tok / 2
+    assert float(full.loss - base.loss) == pytest.approx(0.05 * kl_term - 0.01 * ent_term, rel=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eq. 20 against autograd
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lam", [-3.0, -0.5, 0.0, 0.7, 4.0])
+@pytest.mark.parametrize("r", [1 / 30, 1 / 9])
+def test_eq20_matches_autograd(lam, r):
+    g = torch.Generator().manual_seed(int(1000 * lam) + int(1 / r))
+    for G in (2, 4, 8, 16):
+        lengths = torch.randint(1, 3000, (6, G), generator=g).double()
+        L = torch.randn(6, G, generator=g) * lengths  # L_i scales like |o_i|·A_i
+        lam_t = torch.tensor(lam, requires_grad=True)
+        J = O.eq7_unified_objective("lambda", lengths, L, lam=lam_t, r=r)
+        auto = torch.stack([torch.autograd.grad(J[k], lam_t, retain_graph=True)[0]
+                            for k in range(6)])
+        closed = O.eq20_lambda_grad(lengths, L, lam, r)
+        assert closed.shape == (6,)
+        assert torch.allclose(closed, auto, rtol=1e-9, atol=1e-15)
+
+
+def test_eq20_by_finite_differences():
+    """A third, derivative-free check: central differences of the written-out objective."""
+    lens, L = [100, 250, 400, 900], [30.0, -12.0, 55.0, -80.0]
+    r, lam, eps = 1 / 9, 1.7, 1e-6
+
+    def J(l):
+        f = ref_lambda_weights(lens, l, r)
+        return sum(fi * Li for fi, Li in zip(f, L)) / sum(lens)
+
+    fd = (J(lam + eps) - J(lam - eps)) / (2 * eps)
+    got = float(O.eq20_lambda_grad(torch.tensor([lens], dtype=torch.float64),
+                                   torch.tensor([L]), lam, r)[0])
+    assert got == pytest.approx(fd, rel=1e-6)
+
+
+def test_lambda_grad_sign_at_zero_is_sign_of_length_advantage_covariance():
+    """At λ = 0 and on-policy (ratio 1, L_i = |o_i|·A_i), ∂J/∂λ has the sign of the
+    within-group covariance of length and L_i (the first-order argument of the paper's Sec. 2.4)."""
+    rng = random.Random(5)
+    checked = 0
+    for _ in range(300):
+        G = 8
+        lens = [rng.randint(20, 2000) for _ in range(G)]
+        A = [rng.gauss(0, 1) for _ in range(G)]
+        L = [n * a for n, a in zip(lens, A)]
+        mL, ml = ref_mean(L), ref_mean(lens)
+        cov = sum((x - ml) * (y - mL) for x, y in zip(lens, L)) / (G - 1)
+        sx = ref_sample_std(lens)
+        sy = ref_sample_std(L)
+        if abs(cov) < 0.2 * sx * sy:
+            continue  # near-zero correlation: the first-order sign argument does not decide
+        lam = torch.tensor(0.0, requires_grad=True)
+        J = O.eq7_unified_objective("lambda", torch.tensor([lens], dtype=torch.float64),
+                                    torch.tensor([L]), lam=lam)
+        (grad,) = torch.autograd.grad(J.sum(), lam)
+        assert math.copysign(1, float(grad)) == math.copysign(1, cov)
+        checked += 1
+    assert checked > 100
+
+
+# ----------------------------------------------------------------------------------------------
+# exact under any batching
+# ----------------------------------------------------------------------------------------------
+def full_and_split(b, method, scope, lam0, splits, perm):
+    adv = O.eq3_group_advantages(b["rewards"]).flatten()
+    denom = O.step_denominator(scope, b["lengths"])
+    kw = dict(method=method, scope=scope, denominator=denom, r=1 / 9, alpha=0.8,
+              clip_low=0.2, clip_high=0.28, dual_clip=3.0)
+
+    def run(order, chunks):
+        logp = b["logp"].clone().requires_grad_()
+        lam = torch.tensor(lam0, requires_grad=True)
+        total = 0.0
+        start = 0
+        for size in chunks:
+            idx = order[start:start + size]
+            start += size
+            out = O.policy_loss(logp[idx], b["old"][idx], adv[idx], b["mask"][idx],
+                                b["group_lengths"][idx], b["index"][idx], lam=lam, **kw)
+            out.loss.backward()  # gradient accumulation
+            total += float(out.loss.detach())
+        return total, logp.grad, lam.grad
+
+    N = b["logp"].shape[0]
+    full = run(torch.arange(N), [N])
+    part = run(perm, splits)
+    return full, part
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), method=st.sampled_from(sorted(O.METHODS)),
+       scope=st.sampled_from(O.SCOPES), lam0=st.floats(-4, 4))
+def test_batching_invariance(data, method, scope, lam0):
+    n_groups = data.draw(st.integers(1, 4))
+    G = data.draw(st.sampled_from([2, 4, 8]))
+    b = make_group_batch(n_groups, G, T=7, seed=data.draw(st.integers(0, 10_000)))
+    N = n_groups * G
+    perm = torch.tensor(data.draw(st.permutations(range(N))))
+    splits, left = [], N
+    while left:
+        s = data.draw(st.integers(1, left))
+        splits.append(s)
+        left -= s
+    (lf, gf, lgf), (lp, gp, lgp) = full_and_split(b, method, scope, lam0, splits, perm)
+    assert lp == pytest.approx(lf, rel=1e-9, abs=1e-15)
+    assert torch.allclose(gp, gf, rtol=1e-9, atol=1e-15)
+    if method == "lambda":
+        assert float(lgp) == pytest.approx(float(lgf), rel=1e-9, abs=1e-15)
+
+
+def test_lambda_gradient_batched_equals_eq20_mean():
+    """The λ gradient of a whole step through policy_loss equals the mean over groups of
+    Eq. 20 evaluated on the same per-response surrogate sums (group scope)."""
+    b = make_group_batch(n_groups=5, G=8, T=11, seed=7)
+    adv = O.eq3_group_advantages(b["rewards"]).flatten()
+    lam = torch.tensor(0.9, requires_grad=True)
+    out = O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"],
+                        method="lambda", lam=lam, denominator=5.0)
+    out.loss.backward()
+    surr, _ = O.clipped_surrogate(b["logp"], b["old"], adv[:, None].expand_as(b["logp"]))
+    L = (surr * b["mask"]).sum(1).view(5, 8)
+    want = -float(O.eq20_lambda_grad(b["lengths"], L, 0.9, 1 / 9).mean())  # loss = -J
+    assert float(lam.grad) == pytest.approx(want, rel=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+# ----------------------------------------------------------------------------------------------
+def test_sigma_zero_gives_f_one():
+    L = torch.tensor([[2048.0] * 8])
+    for lam in (-4.0, 0.0, 3.0):
+        assert torch.equal(O.token_weights("lambda", L, lam=lam), torch.ones(1, 8))
+    assert torch.equal(O.eq20_lambda_grad(L, torch.randn(1, 8), 2.0), torch.zeros(1))
+
+
+def test_group_of_one_is_an_error():
+    with pytest.raises(ValueError, match="G >= 2"):
+        O.token_weights("lambda", torch.tensor([[5.0]]))
+    with pytest.raises(ValueError, match="G >= 2"):
+        O.eq3_group_advantages(torch.tensor([[1.0]]))
+
+
+def test_h_nonpositive_names_r_and_G():
+    lens = torch.tensor([[1000.0] * 15 + [1.0]])  # z of the short one = -3.75 (sample sigma)
+    with pytest.raises(ValueError, match=r"r = 0\.5.*G = 16"):
+        O.token_weights("lambda", lens, lam=1.0, r=0.5)  # h = 1 - 0.5*3.75 < 0
+    # r = 1/9 is safe for G = 16 whatever the lengths (Samuelson bound: |z| <= 15/4)
+    f = O.token_weights("lambda", lens, lam=1.0, r=1 / 9)
+    assert float(f.sum()) == pytest.approx(16.0)
+    for bad_r in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="r must be"):
+            O.token_weights("lambda", lens, lam=1.0, r=bad_r)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -3.0])
+def test_bad_lengths_rejected(bad):
+    with pytest.raises(ValueError):
+        O.token_weights("dapo", torch.tensor([[3.0, bad, 4.0]]))
+
+
+def test_zero_length_responses():
+    L = torch.tensor([[0.0, 4.0, 8.0, 12.0]])
+    # defined for dapo, dr_grpo, lambda
+    assert O.token_weights("dapo", L).tolist() == [[1.0] * 4]
+    assert O.token_weights("lambda", L, lam=1.0).sum().item() == pytest.approx(4.0)
+    for m in ("grpo", "delta_l"):
+        with pytest.raises(ValueError, match="zero-length"):
+            O.token_weights(m, L)
+    with pytest.raises(ValueError, match="no response tokens"):
+        O.eq7_unified_objective("dapo", torch.zeros(1, 4), torch.zeros(1, 4))
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="unknown method"):
+        O.token_weights("ppo", torch.tensor([[1.0, 2.0]]))
+
+
+def _loss_args(seed=0):
+    b = make_group_batch(2, 4, 5, seed)
+    adv = O.eq3_group_advantages(b["rewards"]).flatten()
+    return b, adv
+
+
+@pytest.mark.parametrize("which", ["logp", "old", "adv"])
+def test_nan_on_response_tokens_named(which):
+    b, adv = _loss_args()
+    logp, old = b["logp"].clone(), b["old"].clone()
+    if which == "logp":
+        logp[0, 0] = float("nan")
+    elif which == "old":
+        old[0, 0] = float("inf")
+    else:
+        adv = adv.clone()
+        adv[0] = float("nan")
+    name = {"logp": "logp", "old": "old_logp", "adv": "advantages"}[which]
+    with pytest.raises(ValueError, match=f"{name} contains NaN or inf on response tokens"):
+        O.policy_loss(logp, old, adv, b["mask"], b["group_lengths"], b["index"], method="dapo",
+                      denominator=2.0)
+
+
+def test_nan_in_padding_named():
+    b, adv = _loss_args()
+    pad = (~b["mask"]).nonzero()[0].tolist()
+    logp = b["logp"].clone()
+    logp[pad[0], pad[1]] = float("nan")
+    with pytest.raises(ValueError, match="logp contains NaN or inf in padding"):
+        O.policy_loss(logp, b["old"], adv, b["mask"], b["group_lengths"], b["index"],
+                      method="dapo", denominator=2.0)
+
+
+def test_mask_shape_and_values_and_length_mismatch():
+    b, adv = _loss_args()
+    kw = dict(method="dapo", denominator=2.0)
+    with pytest.raises(ValueError, match="mask has shape"):
+        O.policy_loss(b["logp"], b["old"], adv, b["mask"][:, :-1], b["group_lengths"], b["index"], **kw)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        O.policy_loss(b["logp"], b["old"], adv, b["mask"].double() * 2, b["group_lengths"],
+                      b["index"], **kw)
+    gl = b["group_lengths"].clone()
+    gl[0, 0] += 1
+    with pytest.raises(ValueError, match="mask lengths disagree"):
+        O.policy_loss(b["logp"], b["old"], adv, b["mask"], gl, b["index"], **kw)
+    with pytest.raises(ValueError, match="index out of range"):
+        O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"] + 4, **kw)
+    with pytest.raises(ValueError, match="advantages must be"):
+        O.policy_loss(b["logp"], b["old"], adv[:3], b["mask"], b["group_lengths"], b["index"], **kw)
+    for bad in (0.0, float("nan")):
+        with pytest.raises(ValueError, match="denominator"):
+            O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"],
+                          method="dapo", denominator=bad)
+
+
+def test_equal_rewards_give_zero_advantage():
+    A = O.eq3_group_advantages(torch.tensor([[1.0, 1.0, 1.0, 1.0], [-1.0, 1.0, 1.0, 1.0]]))
+    assert torch.equal(A[0], torch.zeros(4))
+    row = [-1.0, 1.0, 1.0, 1.0]
+    m, sd = ref_mean(row), ref_sample_std(row)
+    assert A[1].tolist() == pytest.approx([(x - m) / (sd + 1e-6) for x in row], rel=1e-12)
+    assert O.eq3_group_advantages(torch.tensor([row]), scale="none")[0].tolist() == \
+        pytest.approx([x - m for x in row])
+
+
+# ----------------------------------------------------------------------------------------------
+# λ and its optimizer
+# ----------------------------------------------------------------------------------------------
+def test_learnable_lambda_sgd_step_and_state():
+    lam = O.LearnableLambda(dtype=torch.float64)
+    assert lam.value == 0.0
+    assert lam.optimizer.param_groups[0]["lr"] == 0.1
+    assert lam.optimizer.param_groups[0]["weight_decay"] == 0.0
+    (lam.param * 2.5).backward()  # d/dλ = 2.5
+    applied = lam.step()
+    assert applied == 2.5
+    assert lam.value == pytest.approx(-0.25)  # SGD: λ - lr·grad
+    assert lam.param.grad is None
+    state = lam.state_dict()
+    other = O.LearnableLambda(dtype=torch.float64)
+    other.load_state_dict(state)
+    assert other.value == lam.value
+
+
+def test_nan_lambda_gradient_refused():
+    lam = O.LearnableLambda()
+    lam.param.grad = torch.tensor(float("nan"), dtype=torch.float32)
+    with pytest.raises(ValueError, match="lambda gradient"):
+        lam.step()
+    assert lam.value == 0.0
