@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
+OPENRLHF_NODEPS := openrlhf==0.11.2 deepspeed==0.19.6
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DATA_SRC ?= ../shared/data
 METHOD ?= all
@@ -18,7 +19,9 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	# torch first, pinned: with no torch present a bare requirement would pull a multi-GB CUDA build.
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e '.[cpu,test]'
+	$(VPY) -m pip install -q -e '.[cpu,test,openrlhf-cpu]'
+	# OpenRLHF's pure-torch pieces for the CPU tests; --no-deps: its requirements pull CUDA-only wheels.
+	$(VPY) -m pip install -q --no-deps $(OPENRLHF_NODEPS)
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The main job: a CPU-scale run of GRPO, DAPO and λ-GRPO on the package's own model and task.
@@ -48,7 +51,7 @@ pretrain: venv
 	$(VPY) -m repro.trainers.pretrain
 
 reproduce-1.5b reproduce-3b reproduce-7b: venv
-	$(VPY) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) $(if $(DRY_RUN),--dry-run,)
+	$(VPY) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

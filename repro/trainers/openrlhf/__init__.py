@@ -1,0 +1,15 @@
+"""The paper-scale trainer: OpenRLHF 0.11.2 extended at a few seams to carry the λ-weighted loss.
+
+No OpenRLHF file is copied or edited. Modules, from the bottom up:
+
+``settings``   the λ/weighting settings and how they travel to the Ray workers (an env var)
+``weighting``  pure torch, no OpenRLHF import: the group info attached to each sample, the loss
+               wrapper around the *stock* ``PolicyLoss``, and the λ step at the accumulation
+               boundary (a mixin for ``ActorPPOTrainer``)
+``metrics``    one JSONL line per rollout step in the ``repro.runs`` schema
+``reward_fn``  the file for ``--reward.remote_url``: +1 / -0.5 / -1 through the package's grader
+``patches``    the subclasses of OpenRLHF classes (imports openrlhf, ray, deepspeed)
+``launch``     patches the classes in and runs the stock ``openrlhf.cli.train_ppo_ray``
+``cli_check``  runs the installed OpenRLHF argument parser on a command line without Ray/vLLM
+``reproduce``  ``make reproduce-1.5b|3b|7b``: machine check, train, eval, comparison table
+"""

@@ -1,0 +1,97 @@
+"""One ``repro.runs`` metrics line per OpenRLHF rollout step.
+
+OpenRLHF's ``global_step`` counts rollout batches; the schema's ``step`` counts optimizer steps.
+Each line is written after a rollout step, with ``step`` = optimizer steps taken so far (counted
+by the λ trainer at DeepSpeed's accumulation boundaries) and ``rollout`` = OpenRLHF's global step.
+Pure Python: the controller calls ``record_from_status`` on the status dict of ``train_step``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# status key (as produced by the stock trainer + our extensions) -> schema field
+_DIRECT = {
+    "rollout/reward_mean": "reward_mean",
+    "rollout/response_length_mean": "response_length_mean",
+    "rollout/truncated_rate": "truncated_rate",
+    "lgrpo/accuracy": "accuracy",
+    "lgrpo/response_length_max": "response_length_max",
+    "lgrpo/len_adv_cov": "len_adv_cov",
+    "lgrpo/lambda": "lambda",
+    "lgrpo/f_mean": "f_mean",
+    "lgrpo/f_std": "f_std",
+    "lgrpo/f_min": "f_min",
+    "lgrpo/f_max": "f_max",
+}
+_NULLABLE = {
+    "entropy_loss": "entropy",  # token-weighted mean entropy (--actor.entropy_coef 0 logs it only)
+    "kl": "kl",
+    "actor_grad_norm": "grad_norm",
+    "lgrpo/lambda_grad": "lambda_grad",
+}
+
+
+def _num(v):
+    if isinstance(v, torch.Tensor):
+        v = v.float().mean().item()
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(float(v)) else None
+
+
+def record_from_status(status: dict, *, rollout: int, method: str, time_s: float) -> dict:
+    """Build a schema line from the status dict of one rollout step. Missing required values
+    raise (``KeyError``) rather than being filled in."""
+    rec: dict = {
+        "step": int(status["lgrpo/optimizer_steps"]),
+        "rollout": int(rollout),
+        "method": method,
+        "time_s": float(time_s),
+    }
+    for src, dst in _DIRECT.items():
+        if src not in status:
+            raise KeyError(f"status lacks {src!r} (needed for metrics field {dst!r})")
+        v = _num(status[src])
+        if v is None:
+            raise ValueError(f"status[{src!r}] = {status[src]!r} is not a finite number")
+        rec[dst] = v
+    for src, dst in _NULLABLE.items():
+        rec[dst] = _num(status[src]) if src in status else None
+    clip = status.get("ppo_clip_ratio")
+    if clip is None:
+        raise KeyError("status lacks 'ppo_clip_ratio'")
+    rec["clip_ratio"] = _num(clip)
+    # extras: every other finite scalar, namespaced, so nothing OpenRLHF reported is lost
+    for k, v in status.items():
+        if k in _DIRECT or k in _NULLABLE or k in ("generated_samples", "ppo_clip_ratio"):
+            continue
+        x = _num(v)
+        if x is not None:
+            rec.setdefault(k if k.startswith("lgrpo/") else "openrlhf/" + k, x)
+    return rec
+
+
+def rollout_stats(experiences, group_size: int) -> dict:
+    """Statistics of a whole rollout batch that the stock trainer does not report: accuracy
+    (share of +1 rewards), longest response, and the mean over groups of the within-group
+    covariance of response length and advantage (the sign of λ's first-order gradient)."""
+    import itertools
+
+    rewards = torch.cat([e.info["reward"].reshape(-1).float() for e in experiences])
+    lengths = torch.cat([e.action_mask.reshape(e.action_mask.shape[0], -1).sum(-1).float() for e in experiences])
+    # per-sample advantage: sequence-level for the group estimators (constant over tokens)
+    adv = torch.cat([(e.advantages * e.action_mask).sum(-1).float()
+                     / e.action_mask.sum(-1).clamp_min(1).float() for e in experiences])
+    idx = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
+    order = torch.empty_like(idx)
+    order[idx] = torch.arange(idx.numel())
+    L = lengths[order].view(-1, group_size)
+    A = adv[order].view(-1, group_size)
+    cov = ((L - L.mean(1, keepdim=True)) * (A - A.mean(1, keepdim=True))).mean(1)
+    return {
+        "lgrpo/accuracy": float((rewards == 1.0).float().mean()),
+        "lgrpo/response_length_max": float(lengths.max()),
+        "lgrpo/len_adv_cov": float(cov.mean()),
+    }

@@ -1,0 +1,356 @@
+"""``make reproduce-1.5b|3b|7b [METHOD=grpo|dapo|lambda|dr_grpo|all] [DRY_RUN=1]``.
+
+For each method: check the machine, prepare the training prompts, train with OpenRLHF 0.11.2
+through ``repro.trainers.openrlhf.launch``, evaluate the final checkpoint on the 8 benchmarks with
+``python -m repro.eval``, and write the comparison with the paper's Table 1 into the run folders'
+parent and ``paper_artifacts/``.
+
+``--dry-run`` needs no GPU: it prints the machine check (without failing), the resolved config
+and the exact commands, and checks the training command with the installed OpenRLHF parser
+(``cli_check``) when openrlhf is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from repro.trainers.openrlhf.settings import LambdaSettings, to_flags
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIGS = REPO / "repro" / "configs"
+SIZES = ("1.5b", "3b", "7b")
+TABLE1_METHODS = ("grpo", "dapo", "lambda")  # the paper's Table 1; dr_grpo is an extra
+ALL_METHODS = ("grpo", "dapo", "lambda", "dr_grpo")
+PROMPTS_FILE = "data/openrlhf/simplelr_qwen_level3to5.{template}.jsonl"
+
+
+# ----------------------------------------------------------------------------------------------
+# configs and commands
+# ----------------------------------------------------------------------------------------------
+def config_path(size: str, method: str) -> Path:
+    return CONFIGS / f"qwen2.5-{size}-{method}.yaml"
+
+
+def load_config(size: str, method: str) -> dict:
+    p = config_path(size, method)
+    if not p.exists():
+        raise FileNotFoundError(f"no config {p} (sizes {SIZES}, methods {ALL_METHODS})")
+    cfg = yaml.safe_load(p.read_text())
+    for key in ("name", "size", "method", "model", "seed", "machine", "lgrpo", "openrlhf", "data", "reward"):
+        if key not in cfg:
+            raise ValueError(f"{p}: missing key {key!r}")
+    if cfg["size"] != size or cfg["method"] != method or cfg["lgrpo"]["method"] != method:
+        raise ValueError(f"{p}: size/method inside the file disagree with its name")
+    return cfg
+
+
+def methods_of(arg: str) -> list[str]:
+    if arg == "all":
+        return list(TABLE1_METHODS)
+    out = [m.strip() for m in arg.split(",") if m.strip()]
+    bad = [m for m in out if m not in ALL_METHODS]
+    if bad:
+        raise SystemExit(f"unknown METHOD {bad}; use one of {ALL_METHODS} or all")
+    return out
+
+
+def flags_from(openrlhf: dict) -> list[str]:
+    """YAML ``{flag: value}`` -> argv. ``true`` is a store_true flag, ``false`` leaves it out,
+    a list gives several values."""
+    argv: list[str] = []
+    for k, v in openrlhf.items():
+        flag = "--" + k
+        if v is True:
+            argv.append(flag)
+        elif v is False or v is None:
+            continue
+        elif isinstance(v, (list, tuple)):
+            argv += [flag, *map(str, v)]
+        else:
+            argv += [flag, str(v)]
+    return argv
+
+
+def resolve(cfg: dict, runs: Path, data_src: Path) -> dict:
+    """The config with every path filled in: what the run folder's config.yaml records."""
+    cfg = json.loads(json.dumps(cfg))  # deep copy
+    run_dir = (runs / "openrlhf" / f"{cfg['name']}-seed{cfg['seed']}").resolve()
+    prompts = (REPO / PROMPTS_FILE.format(template=cfg["data"]["template"])).resolve()
+    cfg["paths"] = {
+        "run_dir": str(run_dir),
+        "train_parquet": str((data_src / cfg["data"]["train"]).resolve()),
+        "prompts_jsonl": str(prompts),
+        "final_model": str(run_dir / "final"),
+        "eval_dir": str(run_dir / "eval"),
+    }
+    o = cfg["openrlhf"]
+    o["data.prompt_dataset"] = str(prompts)
+    o["data.input_key"] = "prompt"
+    o["data.label_key"] = "label"
+    o["reward.remote_url"] = str(Path(__file__).resolve().parent / "reward_fn.py")
+    o["ckpt.output_dir"] = str(run_dir / "final")
+    o["ckpt.path"] = str(run_dir / "checkpoints")
+    o["ckpt.load_enable"] = True  # resumes from run_dir/checkpoints when a checkpoint is there
+    o["logger.tensorboard_dir"] = str(run_dir / "tensorboard")
+    cfg["lgrpo"]["run_dir"] = str(run_dir)
+    return cfg
+
+
+def settings_of(cfg: dict) -> LambdaSettings:
+    return LambdaSettings(**cfg["lgrpo"])
+
+
+def commands(cfg: dict, data_src: Path, python: str = "python") -> dict[str, list[str]]:
+    p = cfg["paths"]
+    return {
+        "prepare_prompts": [python, "-m", "repro.trainers.openrlhf.reproduce", "prepare-prompts",
+                            "--parquet", p["train_parquet"], "--out", p["prompts_jsonl"],
+                            "--template", cfg["data"]["template"],
+                            "--question-key", cfg["data"]["question_key"],
+                            "--answer-key", cfg["data"]["answer_key"]],
+        "prepare_eval_data": [python, "-m", "repro.eval.data", "--src", str(data_src), "--out", "data/cache"],
+        "train": [python, "-m", "repro.trainers.openrlhf.launch", *to_flags(settings_of(cfg)),
+                  *flags_from(cfg["openrlhf"])],
+        "eval": [python, "-m", "repro.eval", "--model", p["final_model"], "--benchmarks",
+                 str(cfg["eval"]["benchmarks"]), "--out", p["eval_dir"]],
+    }
+
+
+def train_env(cfg: dict) -> dict[str, str]:
+    return {"LGRPO_GRADER": str(cfg["reward"]["grader"]), "LGRPO_GRADER_TIMEOUT": str(cfg["reward"]["timeout_s"])}
+
+
+# ----------------------------------------------------------------------------------------------
+# the machine check
+# ----------------------------------------------------------------------------------------------
+def environment_pins(path: Path = REPO / "environment.yml") -> dict[str, str]:
+    """``name -> version`` for every ``name==version`` line of environment.yml (pip and conda)."""
+    env = yaml.safe_load(path.read_text())
+    pins: dict[str, str] = {}
+
+    def add(spec: str):
+        spec = spec.split("#")[0].strip()
+        if "==" in spec:
+            name, ver = spec.split("==", 1)
+            name = name.split("[")[0].strip().lower().replace("_", "-")
+            pins[name] = ver.strip()
+        elif "=" in spec and not spec.startswith("-"):
+            name, ver = spec.split("=", 1)
+            pins[name.strip().lower().replace("_", "-")] = ver.strip()
+
+    for dep in env.get("dependencies", []):
+        if isinstance(dep, str):
+            add(dep)
+        elif isinstance(dep, dict):
+            for s in dep.get("pip", []):
+                if not s.startswith("-"):
+                    add(s)
+    return pins
+
+
+def machine_problems(cfg: dict) -> list[str]:
+    """Plain sentences, one per missing piece; empty when the machine can run ``cfg``."""
+    from importlib import metadata
+
+    problems = []
+    need = int(cfg["machine"]["gpus"])
+    try:
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        mem = [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(n)]
+    except Exception as e:  # noqa: BLE001
+        n, mem = 0, []
+        problems.append(f"cannot query GPUs through torch ({e})")
+    if n < need:
+        problems.append(f"{cfg['name']} needs {need} GPUs; this machine has {n}"
+                        + ("" if n else " (no CUDA GPU visible)"))
+    small = [f"GPU {i}: {m:.0f} GiB" for i, m in enumerate(mem) if m < cfg["machine"]["min_gpu_memory_gib"]]
+    if small:
+        problems.append(f"GPUs with less than {cfg['machine']['min_gpu_memory_gib']} GiB: {', '.join(small)}")
+    for name, want in sorted(environment_pins().items()):
+        if name in ("python", "pip", "cuda-version"):
+            continue
+        try:
+            have = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"package {name}=={want} is not installed (conda env create -f environment.yml)")
+            continue
+        if have.split("+")[0] != want.split("+")[0]:
+            problems.append(f"package {name} is {have}, environment.yml pins {want}")
+    p = cfg["paths"]
+    if not Path(p["train_parquet"]).exists():
+        problems.append(f"training data {p['train_parquet']} not found (set DATA_SRC)")
+    if shutil.which("nvidia-smi") is None:
+        problems.append("nvidia-smi not found (no NVIDIA driver)")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# steps
+# ----------------------------------------------------------------------------------------------
+def prepare_prompts(parquet: Path, out: Path, template: str, question_key: str, answer_key: str) -> int:
+    """One JSONL row ``{"prompt": <templated question>, "label": <gold answer>}`` per problem."""
+    import pandas as pd
+
+    from repro.eval.prompts import build_prompt
+    from repro.runs import write_text_atomic
+
+    df = pd.read_parquet(parquet, columns=[question_key, answer_key])
+    if df[question_key].isna().any() or df[answer_key].isna().any():
+        raise ValueError(f"{parquet}: empty question or answer")
+    lines = [json.dumps({"prompt": build_prompt(q, template), "label": str(a)}, ensure_ascii=False)
+             for q, a in zip(df[question_key], df[answer_key])]
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return len(lines)
+
+
+def run_cmd(cmd: list[str], env: dict | None = None) -> None:
+    print("+ " + shlex.join(cmd), flush=True)
+    res = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=REPO)
+    if res.returncode:
+        raise SystemExit(f"step failed (exit {res.returncode}): {shlex.join(cmd)}")
+
+
+def comparison_table(size: str, run_dirs: dict[str, Path]):
+    """Rows: the paper's Table 1 rows for this size (if ``paper_artifacts/table1_paper.csv``
+    exists) and this reproduction's scores per method, per benchmark, in %."""
+    import pandas as pd
+
+    from repro.runs import Run
+
+    rows = []
+    t1 = REPO / "paper_artifacts" / "table1_paper.csv"
+    if t1.exists():
+        paper = pd.read_csv(t1)
+        for _, r in paper.iterrows():
+            if str(size).lower() in " ".join(str(v).lower() for v in r.values if isinstance(v, str)):
+                rows.append({"source": "paper", **{k: v for k, v in r.items()}})
+    for method, rd in run_dirs.items():
+        sc = Run(rd).eval_scores()
+        if sc is None:
+            rows.append({"source": "this run", "method": method, "note": "no eval/scores.json"})
+            continue
+        bench = sc.get("benchmarks", sc)
+        row = {"source": "this run", "method": method}
+        for name, v in bench.items():
+            acc = v.get("acc") if isinstance(v, dict) else v
+            if isinstance(acc, (int, float)) and not isinstance(acc, bool):
+                row[name] = acc
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------
+def dry_run(size: str, methods: list[str], runs: Path, data_src: Path) -> int:
+    print(f"# DRY RUN: make reproduce-{size} METHOD={','.join(methods)} (nothing is started)")
+    for m in methods:
+        cfg = resolve(load_config(size, m), runs, data_src)
+        print(f"\n## {cfg['name']}  ({config_path(size, m).relative_to(REPO)})")
+        problems = machine_problems(cfg)
+        print("### machine check: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+        for p in problems:
+            print(f"- {p}")
+        print("### resolved config")
+        print(yaml.safe_dump(cfg, sort_keys=False).rstrip())
+        print("### commands")
+        env = train_env(cfg)
+        for step, cmd in commands(cfg, data_src).items():
+            prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " if step == "train" else ""
+            print(f"[{step}] {prefix}{shlex.join(cmd)}")
+        try:
+            from repro.trainers.openrlhf.cli_check import installed_version
+            from repro.trainers.openrlhf.launch import check_args
+
+            check_args(settings_and_stock(commands(cfg, data_src)["train"]), settings_of(cfg))
+            print(f"### flags: accepted by the installed openrlhf {installed_version()} parser "
+                  "and the launcher's checks")
+        except ModuleNotFoundError:
+            print("### flags: NOT checked (openrlhf is not installed here)")
+    return 0
+
+
+def settings_and_stock(train_cmd: list[str]) -> list[str]:
+    from repro.trainers.openrlhf.settings import split_argv
+
+    i = train_cmd.index("repro.trainers.openrlhf.launch")
+    _, stock = split_argv(train_cmd[i + 1:])
+    return stock
+
+
+def run(size: str, methods: list[str], runs: Path, data_src: Path, skip_eval: bool) -> int:
+    from repro.runs import Run, write_text_atomic
+
+    cfgs = [resolve(load_config(size, m), runs, data_src) for m in methods]
+    problems = sorted({p for c in cfgs for p in machine_problems(c)})
+    if problems:
+        print(f"make reproduce-{size} cannot run on this machine:")
+        for p in problems:
+            print(f"  - {p}")
+        print("Nothing was started. (DRY_RUN=1 prints the commands without these checks failing.)")
+        return 2
+    run_dirs = {}
+    for cfg in cfgs:
+        cmds = commands(cfg, data_src, python=sys.executable)
+        if not Path(cfg["paths"]["prompts_jsonl"]).exists():
+            run_cmd(cmds["prepare_prompts"])
+        rd = Path(cfg["paths"]["run_dir"])
+        run_dirs[cfg["method"]] = rd
+        if not Run(rd).meta_path.exists():
+            Run.create(rd, cfg, seed=int(cfg["seed"]), method=cfg["method"],
+                       extra_meta={"trainer": "openrlhf", "commands": {k: shlex.join(v) for k, v in cmds.items()}})
+        if not Run(rd).is_done():
+            run_cmd(cmds["train"], env=train_env(cfg))
+            Run(rd).mark_done({"trainer": "openrlhf"})
+        if not skip_eval and Run(rd).eval_scores() is None:
+            if not (REPO / "data" / "cache").exists():
+                run_cmd(cmds["prepare_eval_data"])
+            run_cmd(cmds["eval"])
+    table = comparison_table(size, run_dirs)
+    out = runs / "openrlhf" / f"comparison-{size}.csv"
+    write_text_atomic(out, table.to_csv(index=False))
+    write_text_atomic(REPO / "paper_artifacts" / f"reproduce-{size}.csv", table.to_csv(index=False))
+    print(table.to_string(index=False))
+    print(f"written: {out} and paper_artifacts/reproduce-{size}.csv")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "prepare-prompts":
+        ap = argparse.ArgumentParser(prog="reproduce prepare-prompts")
+        ap.add_argument("--parquet", type=Path, required=True)
+        ap.add_argument("--out", type=Path, required=True)
+        ap.add_argument("--template", default="qwen-boxed")
+        ap.add_argument("--question-key", default="question")
+        ap.add_argument("--answer-key", default="gt_answer")
+        a = ap.parse_args(argv[1:])
+        n = prepare_prompts(a.parquet, a.out, a.template, a.question_key, a.answer_key)
+        print(f"wrote {n} prompts to {a.out}")
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m repro.trainers.openrlhf.reproduce")
+    ap.add_argument("--size", required=True, choices=SIZES)
+    ap.add_argument("--method", default="all", help="grpo | dapo | lambda | dr_grpo | all (= the Table 1 three), or a comma list")
+    ap.add_argument("--runs", type=Path, default=Path(os.environ.get("RUNS", "runs")))
+    ap.add_argument("--data-src", type=Path, default=Path(os.environ.get("DATA_SRC", REPO.parent / "shared" / "data")))
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--skip-eval", action="store_true")
+    a = ap.parse_args(argv)
+    methods = methods_of(a.method)
+    if a.dry_run:
+        return dry_run(a.size, methods, a.runs, a.data_src)
+    return run(a.size, methods, a.runs, a.data_src, a.skip_eval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The λ-GRPO settings of one OpenRLHF run, and how they reach the Ray workers.
+
+The stock OpenRLHF parser rejects unknown flags, so the launcher takes its own ``--lgrpo.*``
+flags off the command line and hands these settings to every Ray worker as one JSON env var
+(``LGRPO_SETTINGS``) in the runtime environment.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+from repro.objective import METHODS, SCOPES, SIGMA_CONVENTIONS
+
+ENV_VAR = "LGRPO_SETTINGS"
+
+
+@dataclass(frozen=True)
+class LambdaSettings:
+    method: str = "lambda"  # grpo | dapo | dr_grpo | lambda | delta_l (repro.objective.METHODS)
+    r: float = 1 / 9  # the reducer of Eq. 14
+    lr: float = 0.1  # λ's own SGD learning rate
+    init: float = 0.0  # λ at step 0
+    sigma: str = "sample"  # σ convention of Eq. 12
+    alpha: float = 1.0  # only for delta_l
+    scope: str = "batch"  # batch: OpenRLHF's global token mean; group: Eq. 7's per-group 1/Σ|o|
+    run_dir: str | None = None  # where metrics.jsonl goes (repro.runs layout); None: no JSONL
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"lgrpo.method {self.method!r} is not one of {sorted(METHODS)}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"lgrpo.scope {self.scope!r} is not one of {SCOPES}")
+        if self.sigma not in SIGMA_CONVENTIONS:
+            raise ValueError(f"lgrpo.sigma {self.sigma!r} is not one of {SIGMA_CONVENTIONS}")
+        for name in ("r", "lr", "init", "alpha"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise ValueError(f"lgrpo.{name} must be a finite number, got {v!r}")
+        if self.r <= 0:
+            raise ValueError(f"lgrpo.r must be > 0, got {self.r}")
+        if self.lr < 0:
+            raise ValueError(f"lgrpo.lr must be >= 0, got {self.lr}")
+
+    @property
+    def learnable(self) -> bool:
+        return self.method == "lambda"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "LambdaSettings":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown λ settings {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_env(cls) -> "LambdaSettings":
+        text = os.environ.get(ENV_VAR)
+        if not text:
+            raise RuntimeError(
+                f"{ENV_VAR} is not set in this Ray worker: start training through "
+                "`python -m repro.trainers.openrlhf.launch`, which sets it for every worker")
+        return cls.from_json(text)
+
+
+FLAG_PREFIX = "--lgrpo."
+_TYPES = {f.name: f.type for f in fields(LambdaSettings)}
+
+
+def split_argv(argv: list[str]) -> tuple[LambdaSettings, list[str]]:
+    """Take the ``--lgrpo.NAME VALUE`` (or ``--lgrpo.NAME=VALUE``) flags off ``argv``.
+    Returns the settings and the remaining (stock OpenRLHF) arguments, in order."""
+    values: dict = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith(FLAG_PREFIX):
+            if "=" in a:
+                key, val = a[len(FLAG_PREFIX):].split("=", 1)
+                i += 1
+            else:
+                key = a[len(FLAG_PREFIX):]
+                if i + 1 >= len(argv):
+                    raise ValueError(f"{a} needs a value")
+                val = argv[i + 1]
+                i += 2
+            if key not in _TYPES:
+                raise ValueError(f"unknown flag {FLAG_PREFIX}{key}; known: {sorted(_TYPES)}")
+            if key in values:
+                raise ValueError(f"{FLAG_PREFIX}{key} given twice")
+            typ = _TYPES[key]
+            values[key] = float(val) if typ in ("float", float) else val
+        else:
+            rest.append(a)
+            i += 1
+    return LambdaSettings(**values), rest
+
+
+def to_flags(s: LambdaSettings) -> list[str]:
+    """The ``--lgrpo.*`` flags that ``split_argv`` turns back into ``s``."""
+    out: list[str] = []
+    for f in fields(LambdaSettings):
+        v = getattr(s, f.name)
+        if v is None:
+            continue
+        out += [f"{FLAG_PREFIX}{f.name}", repr(v) if isinstance(v, float) else str(v)]
+    return out

@@ -1,0 +1,308 @@
+"""The λ-weighted loss at OpenRLHF's seams, in pure torch (no OpenRLHF import here).
+
+Three pieces, each used by a subclass in ``patches.py`` and tested on CPU with the real
+OpenRLHF classes:
+
+1. ``attach_group_info``: after OpenRLHF computed the group advantages, give every sample the
+   response lengths of its whole group and its position in it (``Experience.info``). Each sample
+   then carries what its weight f_i(λ) needs, so the weight is exact however the replay buffer
+   shuffles samples into micro-batches and ranks.
+2. ``WeightedPolicyLoss``: wraps the *stock* ``PolicyLoss``. It multiplies each sample's
+   advantages by f_i(λ) from ``repro.objective.sample_weights`` and calls the stock loss. For
+   f > 0 this is exact: min(ρ·fA, clip(ρ)·fA) = f·min(ρA, clip(ρ)A), dual-clip likewise, and the
+   clip-ratio metric is unchanged. λ gets its gradient because PolicyLoss does not detach
+   advantages.
+3. ``LambdaTrainerMixin``: put before ``ActorPPOTrainer`` in the bases. It swaps the loss for the
+   wrapper, takes the group info out of ``Experience.info`` before the stock ``training_step``
+   (which would log every info entry as a scalar), and at each gradient-accumulation boundary
+   averages λ's gradient over the data-parallel group and steps λ's own SGD
+   (``repro.objective.LearnableLambda``), outside DeepSpeed: no ZeRO, Adam, scheduler or
+   gradient clipping touches λ.
+
+Normalisation (``scope``)
+-------------------------
+OpenRLHF 0.11.2's token-mean divides the per-token loss by the token count of the whole
+optimizer-step window, summed over DP ranks (``aggregate_loss``). With the wrapper the step loss is
+
+    batch scope:  -(1/T_step) Σ_i f_i L_i                        (default; λ = 0 is stock DAPO)
+
+which is ``repro.objective.policy_loss(scope="batch", denominator=T_step)``. The paper's Eq. 7
+divides each group by its own Σ|o|. ``scope="group"`` gives exactly
+
+    group scope:  -(G/N_step) Σ_i f_i L_i / Σ_{j in group(i)} |o_j|
+
+(``policy_loss(scope="group", denominator=N_step/G)``; N_step/G is the number of groups when the
+step holds whole groups) by scaling f_i with T_step·G / (N_step·Σ_group|o|), from the window
+totals OpenRLHF already passes to the loss.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn as nn
+
+from repro.objective import LearnableLambda, sample_weights
+
+GROUP_LEN_KEY = "lgrpo_group_len"  # [B, G] float: the lengths of the sample's whole group
+GROUP_POS_KEY = "lgrpo_group_pos"  # [B] long: the sample's position in its group
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. the experience extension
+# ----------------------------------------------------------------------------------------------
+def attach_group_info(experiences, group_size: int) -> None:
+    """Attach group lengths and positions to each Experience's ``info`` (in place).
+
+    ``experiences`` are OpenRLHF ``Experience`` batches after ``compute_advantages_and_returns``:
+    ``experience.index`` lists each row's position in rollout order, where the G samples of a
+    prompt are consecutive (the same layout OpenRLHF's group statistics use). A response's length
+    is its number of action tokens (``action_mask.sum(-1)``), the count the loss normalises by.
+    """
+    G = int(group_size)
+    if G < 2:
+        raise ValueError(f"group size (n_samples_per_prompt) must be >= 2, got {G}")
+    exp_len = [len(e.index) for e in experiences]
+    idx = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
+    n = idx.numel()
+    if n == 0:
+        raise ValueError("no samples")
+    if n % G:
+        raise ValueError(f"{n} samples do not form whole groups of {G}")
+    if not torch.equal(torch.sort(idx).values, torch.arange(n)):
+        raise ValueError("experience indices are not a permutation of 0..N-1: cannot rebuild groups")
+    lens = torch.cat([e.action_mask.reshape(e.action_mask.shape[0], -1).sum(-1) for e in experiences])
+    lens = lens.to("cpu", torch.float32)
+    by_rollout = torch.empty(n, dtype=torch.float32)
+    by_rollout[idx] = lens
+    groups = by_rollout.view(-1, G)
+    per_sample = groups[idx // G]  # [N, G] in the experiences' row order
+    pos = idx % G
+    for e, gl, p in zip(experiences, per_sample.split(exp_len), pos.split(exp_len)):
+        e.info[GROUP_LEN_KEY] = gl.clone()
+        e.info[GROUP_POS_KEY] = p.clone()
+
+
+def pop_group_info(info: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Take the group info out of a (re-batched) ``Experience.info``.
+
+    OpenRLHF's replay buffer splits an Experience into samples and re-batches non-scalar info
+    values as Python lists of per-sample tensors; both forms are accepted."""
+    if GROUP_LEN_KEY not in info or GROUP_POS_KEY not in info:
+        raise KeyError(
+            f"Experience.info lacks {GROUP_LEN_KEY!r}/{GROUP_POS_KEY!r}: the experience maker was "
+            "not patched (start through repro.trainers.openrlhf.launch)")
+    gl, pos = info.pop(GROUP_LEN_KEY), info.pop(GROUP_POS_KEY)
+    if isinstance(gl, (list, tuple)):
+        gl = torch.stack([torch.as_tensor(x) for x in gl])
+    if isinstance(pos, (list, tuple)):
+        pos = torch.stack([torch.as_tensor(x) for x in pos]).reshape(-1)
+    return gl.to(torch.float32), pos.to(torch.long)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. the loss wrapper
+# ----------------------------------------------------------------------------------------------
+class WeightedPolicyLoss(nn.Module):
+    """Multiplies each sample's advantages by f_i(λ) and calls the stock ``PolicyLoss``.
+
+    Call ``set_group_info(group_lengths [B, G], positions [B])`` before each forward. The stock
+    loss must aggregate per token (``token_level_loss=True``, OpenRLHF's ``token-mean``), since a
+    per-sequence mean would not turn the weights into Eq. 7.
+    """
+
+    def __init__(self, stock: nn.Module, *, method: str, lam: LearnableLambda | None = None,
+                 r: float = 1 / 9, sigma: str = "sample", alpha: float = 1.0, scope: str = "batch"):
+        super().__init__()
+        if not getattr(stock, "token_level_loss", True):
+            raise ValueError("the λ weights need OpenRLHF's token-level loss "
+                             "(--actor.loss_agg_mode token-mean, policy_loss_type ppo)")
+        if scope not in ("batch", "group"):
+            raise ValueError(f"scope must be 'batch' or 'group', got {scope!r}")
+        if method == "lambda" and lam is None:
+            raise ValueError("method 'lambda' needs a LearnableLambda")
+        self.stock = stock
+        self.method, self.lam, self.r, self.sigma, self.alpha, self.scope = method, lam, r, sigma, alpha, scope
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_weights: torch.Tensor | None = None
+
+    def set_group_info(self, group_lengths: torch.Tensor, positions: torch.Tensor) -> None:
+        self._pending = (group_lengths, positions)
+
+    def clear(self) -> None:
+        self._pending = None
+
+    def weights(self, group_lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        lam = self.lam.param if self.lam is not None else 0.0
+        return sample_weights(self.method, group_lengths, positions, lam=lam, r=self.r,
+                              alpha=self.alpha, sigma=self.sigma)
+
+    def forward(self, log_probs, old_log_probs, advantages, action_mask=None, rollout_log_probs=None,
+                dp_size: int = 1, batch_num_tokens=None, global_batch_size=None):
+        if self._pending is None:
+            raise RuntimeError("WeightedPolicyLoss: set_group_info() was not called for this micro-batch")
+        gl, pos = self._pending
+        self._pending = None
+        gl = gl.to(advantages.device, torch.float32)
+        pos = pos.to(advantages.device)
+        if gl.shape[0] != advantages.shape[0]:
+            raise ValueError(f"group info for {gl.shape[0]} samples, advantages for {advantages.shape[0]}")
+        if action_mask is not None:
+            own = gl.gather(1, pos.view(-1, 1)).squeeze(1)
+            n_tok = action_mask.reshape(action_mask.shape[0], -1).sum(-1).to(own.dtype)
+            if not torch.equal(own, n_tok):
+                raise ValueError("a sample's own group length differs from its action-token count")
+        f = self.weights(gl, pos)
+        if not bool((f.detach() > 0).all()):
+            raise ValueError("a token-preference weight is <= 0: multiplying advantages by it "
+                             "would not equal weighting the clipped surrogate")
+        w = f
+        if self.scope == "group":
+            if batch_num_tokens is None or global_batch_size is None:
+                raise ValueError("scope 'group' needs the step's batch_num_tokens and global_batch_size")
+            G = gl.shape[1]
+            ratio = torch.as_tensor(batch_num_tokens, dtype=torch.float32, device=gl.device) / \
+                torch.as_tensor(global_batch_size, dtype=torch.float32, device=gl.device)
+            w = f * (ratio * G / gl.sum(dim=1))
+        self.last_weights = f.detach()
+        adv = advantages * w.to(advantages.dtype).view(-1, *([1] * (advantages.dim() - 1)))
+        return self.stock(log_probs, old_log_probs, adv, action_mask=action_mask,
+                          rollout_log_probs=rollout_log_probs, dp_size=dp_size,
+                          batch_num_tokens=batch_num_tokens, global_batch_size=global_batch_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. λ in the actor trainer
+# ----------------------------------------------------------------------------------------------
+class FStats:
+    """Running count, sum, sum of squares, min and max of f over a rollout step."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.n, self.s, self.ss, self.lo, self.hi = 0.0, 0.0, 0.0, math.inf, -math.inf
+
+    def add(self, f: torch.Tensor) -> None:
+        f = f.detach().double().cpu()
+        if f.numel():
+            self.n += f.numel()
+            self.s += float(f.sum())
+            self.ss += float((f * f).sum())
+            self.lo = min(self.lo, float(f.min()))
+            self.hi = max(self.hi, float(f.max()))
+
+    def reduced(self, group=None) -> dict:
+        """Mean, population std, min, max over all data-parallel ranks."""
+        import torch.distributed as dist
+
+        t = torch.tensor([self.n, self.s, self.ss], dtype=torch.float64)
+        lo, hi = torch.tensor([self.lo], dtype=torch.float64), torch.tensor([self.hi], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+            dev = _collective_device(group)
+            t, lo, hi = t.to(dev), lo.to(dev), hi.to(dev)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
+        n, s, ss = (float(x) for x in t.cpu())
+        if n == 0:
+            return {}
+        mean = s / n
+        return {"f_mean": mean, "f_std": math.sqrt(max(ss / n - mean * mean, 0.0)),
+                "f_min": float(lo), "f_max": float(hi)}
+
+
+def _collective_device(group=None):
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
+class LambdaTrainerMixin:
+    """Mixed in before OpenRLHF's ``ActorPPOTrainer``: ``class T(LambdaTrainerMixin, ActorPPOTrainer)``.
+
+    Uses from the stock trainer only: ``self.actor_loss_fn`` (the stock PolicyLoss, replaced by
+    the wrapper), ``self.actor.model`` (the DeepSpeed engine: ``is_gradient_accumulation_boundary``),
+    ``self.strategy`` (``ds_device_mesh['dp']``), ``self.args`` and ``self.replay_buffer``.
+    """
+
+    STATE_KEY = "lgrpo"
+
+    def setup_lambda(self, settings) -> None:
+        args = self.args
+        if args.actor.loss_agg_mode != "token-mean" or args.actor.policy_loss_type != "ppo":
+            raise ValueError("λ weighting needs --actor.loss_agg_mode token-mean and --actor.policy_loss_type ppo")
+        if settings.learnable and getattr(args.ds, "param_dtype", "bf16") != "bf16":
+            raise ValueError("learnable λ needs --ds.param_dtype bf16: an fp16 loss scale would leak into λ's gradient")
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self.lgrpo_settings = settings
+        self.lgrpo_lambda = LearnableLambda(init=settings.init, lr=settings.lr, device=device) if settings.learnable else None
+        self.actor_loss_fn = WeightedPolicyLoss(
+            self.actor_loss_fn, method=settings.method, lam=self.lgrpo_lambda, r=settings.r,
+            sigma=settings.sigma, alpha=settings.alpha, scope=settings.scope)
+        self.lgrpo_optimizer_steps = 0
+        self.lgrpo_fstats = FStats()
+        self.lgrpo_grads: list[float] = []
+
+    # the data-parallel group λ is averaged over (ring-attention / TP duplicates see the same data)
+    def lgrpo_dp_group(self):
+        mesh = getattr(self.strategy, "ds_device_mesh", None)
+        return mesh["dp"].get_group() if mesh is not None else None
+
+    def lgrpo_is_boundary(self, step: int) -> bool:
+        if self.args.train.dynamic_batch_enable:
+            return bool(self.replay_buffer.dynamic_optimizer_step[step])
+        return bool(self.actor.model.is_gradient_accumulation_boundary())
+
+    def training_step(self, experience, kl_ctl, step, loss_batch_info=None):
+        gl, pos = pop_group_info(experience.info)
+        boundary = self.lgrpo_is_boundary(step)  # asked before DeepSpeed's step() advances its counter
+        self.actor_loss_fn.set_group_info(gl, pos)
+        try:
+            status = super().training_step(experience, kl_ctl, step, loss_batch_info)
+        finally:
+            self.actor_loss_fn.clear()
+        if self.actor_loss_fn.last_weights is not None:
+            self.lgrpo_fstats.add(self.actor_loss_fn.last_weights)
+            self.actor_loss_fn.last_weights = None
+        if boundary:
+            self.lgrpo_optimizer_steps += 1
+            if self.lgrpo_lambda is not None:
+                self.lgrpo_grads.append(self.lgrpo_lambda.step(group=self.lgrpo_dp_group()))
+        return status
+
+    def ppo_train(self, *a, **k):
+        self.lgrpo_fstats.reset()
+        self.lgrpo_grads = []
+        status = super().ppo_train(*a, **k)
+        status.update(self.lgrpo_status())
+        return status
+
+    def lgrpo_status(self) -> dict:
+        out = {f"lgrpo/{k}": v for k, v in self.lgrpo_fstats.reduced(self.lgrpo_dp_group()).items()}
+        out["lgrpo/optimizer_steps"] = self.lgrpo_optimizer_steps
+        out["lgrpo/lambda"] = self.lgrpo_lambda.value if self.lgrpo_lambda is not None else 0.0
+        if self.lgrpo_grads:
+            out["lgrpo/lambda_grad"] = self.lgrpo_grads[-1]
+            out["lgrpo/lambda_grad_mean"] = sum(self.lgrpo_grads) / len(self.lgrpo_grads)
+        return out
+
+    # checkpoints: λ, its SGD state and the optimizer-step count travel in DeepSpeed's client_states
+    def lgrpo_state(self) -> dict:
+        state = {"optimizer_steps": self.lgrpo_optimizer_steps, "method": self.lgrpo_settings.method}
+        if self.lgrpo_lambda is not None:
+            sd = self.lgrpo_lambda.state_dict()
+            state["lambda"] = float(sd["lambda"])
+            state["optimizer"] = sd["optimizer"]
+        return state
+
+    def lgrpo_load_state(self, state: dict) -> None:
+        if state.get("method") != self.lgrpo_settings.method:
+            raise ValueError(f"checkpoint was trained with method {state.get('method')!r}, "
+                             f"this run uses {self.lgrpo_settings.method!r}")
+        self.lgrpo_optimizer_steps = int(state["optimizer_steps"])
+        if self.lgrpo_lambda is not None:
+            if "lambda" not in state:
+                raise ValueError("checkpoint has no λ state")
+            self.lgrpo_lambda.load_state_dict({"lambda": state["lambda"], "optimizer": state["optimizer"]})
