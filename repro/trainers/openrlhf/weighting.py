@@ -144,7 +144,7 @@ class WeightedPolicyLoss(nn.Module):
             raise RuntimeError("WeightedPolicyLoss: set_group_info() was not called for this micro-batch")
         gl, pos = self._pending
         self._pending = None
-        gl = gl.to(advantages.device, torch.float32)
+        gl = gl.to(advantages.device, torch.float64)  # weights in float64 (B x G values: cheap)
         pos = pos.to(advantages.device)
         if gl.shape[0] != advantages.shape[0]:
             raise ValueError(f"group info for {gl.shape[0]} samples, advantages for {advantages.shape[0]}")
@@ -162,8 +162,8 @@ class WeightedPolicyLoss(nn.Module):
             if batch_num_tokens is None or global_batch_size is None:
                 raise ValueError("scope 'group' needs the step's batch_num_tokens and global_batch_size")
             G = gl.shape[1]
-            ratio = torch.as_tensor(batch_num_tokens, dtype=torch.float32, device=gl.device) / \
-                torch.as_tensor(global_batch_size, dtype=torch.float32, device=gl.device)
+            ratio = torch.as_tensor(batch_num_tokens, dtype=torch.float64, device=gl.device) / \
+                torch.as_tensor(global_batch_size, dtype=torch.float64, device=gl.device)
             w = f * (ratio * G / gl.sum(dim=1))
         self.last_weights = f.detach()
         adv = advantages * w.to(advantages.dtype).view(-1, *([1] * (advantages.dim() - 1)))
