@@ -83,6 +83,9 @@ def parse_train_ppo_ray(argv: list[str]):
                                f"(exit {e.code}): {(err.getvalue().strip().splitlines() or [''])[-1]}") from None
     except AssertionError as e:
         raise OpenRLHFArgError(f"openrlhf {installed_version()} validation failed: {e}") from None
+    except Exception as e:  # the stock post-parse code crashed on this combination of flags
+        raise OpenRLHFArgError(f"openrlhf {installed_version()} argument handling failed on this command: "
+                               f"{type(e).__name__}: {e}") from None
     finally:
         sys.argv = old_argv
     if "args" not in captured:

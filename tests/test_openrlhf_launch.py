@@ -1,0 +1,337 @@
+"""The OpenRLHF launcher around the loss: metrics JSONL, reward file, patches, DRY_RUN, flags."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import math
+import subprocess
+import sys
+import threading
+import time
+import types
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from openrlhf_cpu import use_stubs  # noqa: E402
+
+use_stubs()
+
+from repro import runs  # noqa: E402
+from repro.grading import GRADERS, register_grader  # noqa: E402
+from repro.trainers.openrlhf import reproduce  # noqa: E402
+from repro.trainers.openrlhf.cli_check import OpenRLHFArgError, known_flags, parse_train_ppo_ray  # noqa: E402
+from repro.trainers.openrlhf.metrics import record_from_status, rollout_stats  # noqa: E402
+from repro.trainers.openrlhf.settings import LambdaSettings, split_argv, to_flags  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REWARD_FILE = REPO / "repro" / "trainers" / "openrlhf" / "reward_fn.py"
+
+
+# ----------------------------------------------------------------------------------------------
+# settings
+# ----------------------------------------------------------------------------------------------
+def test_settings_flags_round_trip_and_errors():
+    s = LambdaSettings(method="lambda", r=0.2, lr=0.05, scope="group", run_dir="/x/y")
+    got, rest = split_argv(["--a", "1", *to_flags(s), "--b"])
+    assert got == s and rest == ["--a", "1", "--b"]
+    assert LambdaSettings.from_json(s.to_json()) == s
+    assert split_argv(["--lgrpo.method=dapo"])[0].method == "dapo"
+    for bad in (["--lgrpo.nope", "1"], ["--lgrpo.method", "x"], ["--lgrpo.r", "-1"], ["--lgrpo.r"],
+                ["--lgrpo.r", "1", "--lgrpo.r", "2"], ["--lgrpo.scope", "token"]):
+        with pytest.raises(ValueError):
+            split_argv(bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics: one schema line per rollout step
+# ----------------------------------------------------------------------------------------------
+def _status(**over):
+    st = {  # the keys the stock train_step + the package's extensions produce
+        "policy_loss": 0.12, "ppo_clip_ratio": 0.03, "ppo_kl": 0.001, "kl": 0.0004, "entropy_loss": 0.61,
+        "actor_lr": 1e-6, "actor_grad_norm": 0.9, "reward": 0.1, "response_length": 700.0,
+        "rollout/reward_mean": 0.1, "rollout/reward_std": 0.8, "rollout/response_length_mean": 700.0,
+        "rollout/truncated_rate": 0.02, "rollout/num_samples": 1024.0, "timing/ppo_train": 12.0,
+        "lgrpo/accuracy": 0.4, "lgrpo/response_length_max": 2048.0, "lgrpo/len_adv_cov": -3.5,
+        "lgrpo/lambda": 0.07, "lgrpo/lambda_grad": -0.02, "lgrpo/f_mean": 1.0, "lgrpo/f_std": 0.01,
+        "lgrpo/f_min": 0.97, "lgrpo/f_max": 1.03, "lgrpo/optimizer_steps": 8,
+        "generated_samples": ["text", 1.0],
+    }
+    st.update(over)
+    return st
+
+
+def test_jsonl_lines_match_the_run_schema(tmp_path):
+    run = runs.Run.create(tmp_path / "r", {"trainer": "openrlhf"}, seed=1, method="lambda")
+    for k in (1, 2):
+        run.log(record_from_status(_status(**{"lgrpo/optimizer_steps": 4 * k}), rollout=k, method="lambda",
+                                   time_s=10.0 * k))
+    rows = run.metrics()  # validated by repro.runs on read
+    assert [r["step"] for r in rows] == [4, 8] and [r["rollout"] for r in rows] == [1, 2]
+    r = rows[0]
+    assert r["lambda"] == 0.07 and r["lambda_grad"] == -0.02 and r["entropy"] == 0.61 and r["kl"] == 0.0004
+    assert r["clip_ratio"] == 0.03 and r["grad_norm"] == 0.9 and r["accuracy"] == 0.4
+    assert r["openrlhf/timing/ppo_train"] == 12.0 and "generated_samples" not in r
+    # a fixed-weight method without KL: nullable fields are null, not invented
+    st = _status()
+    for k in ("kl", "lgrpo/lambda_grad"):
+        st.pop(k)
+    rec = runs.validate_record(record_from_status(st, rollout=3, method="dapo", time_s=1.0))
+    assert rec["kl"] is None and rec["lambda_grad"] is None
+    st.pop("lgrpo/accuracy")
+    with pytest.raises(KeyError, match="accuracy"):
+        record_from_status(st, rollout=3, method="dapo", time_s=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        record_from_status(_status(**{"lgrpo/f_mean": float("nan")}), rollout=1, method="x", time_s=0.0)
+
+
+def test_rollout_stats_against_direct_computation():
+    from openrlhf.trainer.ppo_utils.experience import Experience
+
+    G = 3
+    lengths = torch.tensor([4, 1, 3, 2, 2, 5])
+    rewards = torch.tensor([1.0, -0.5, -1.0, 1.0, 1.0, -0.5])
+    adv = torch.tensor([1.0, 0.0, -1.0, 0.5, 0.5, -1.0])
+    order = [3, 0, 5, 1, 4, 2]  # rows of the two experiences in rollout positions
+    exps = []
+    for rows in (order[:4], order[4:]):
+        A = 6
+        am = torch.arange(A)[None, :] < lengths[rows, None]
+        exps.append(Experience(action_mask=am, advantages=adv[rows, None].expand(-1, A) * am,
+                               index=list(rows), info={"reward": rewards[rows]}))
+    st = rollout_stats(exps, G)
+    assert st["lgrpo/accuracy"] == pytest.approx(3 / 6)
+    assert st["lgrpo/response_length_max"] == 5
+    covs = []
+    for g in range(2):
+        L, A_ = lengths[g * 3:(g + 1) * 3].float(), adv[g * 3:(g + 1) * 3]
+        covs.append(float(((L - L.mean()) * (A_ - A_.mean())).mean()))
+    assert st["lgrpo/len_adv_cov"] == pytest.approx(sum(covs) / 2)
+
+
+def test_controller_writes_one_line_per_rollout(tmp_path, monkeypatch):
+    from repro.trainers.openrlhf.patches import _LambdaPPOTrainerBase
+
+    run = runs.Run.create(tmp_path / "r", {}, seed=0, method="lambda")
+    t = _LambdaPPOTrainerBase.__new__(_LambdaPPOTrainerBase)
+    t.args = types.SimpleNamespace(logger=types.SimpleNamespace(logging_steps=1),
+                                   ckpt=types.SimpleNamespace(save_steps=float("inf")))
+    t.wandb_logger = t.tensorboard_logger = None
+    t.lgrpo_settings, t.lgrpo_run, t.lgrpo_t0 = LambdaSettings(run_dir=str(run.path)), run, time.time()
+    t.save_logs_and_checkpoints(1, _status(), {"global_step": 1})
+    t.save_logs_and_checkpoints(2, _status(**{"lgrpo/optimizer_steps": 16}), {"global_step": 2})
+    assert [r["step"] for r in run.metrics()] == [8, 16]
+
+
+# ----------------------------------------------------------------------------------------------
+# the reward file, loaded the way OpenRLHF loads it
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reward_mod():
+    @register_grader("test-slow")
+    def _slow(pred, gold):
+        time.sleep(3.0)
+        return True
+
+    @register_grader("test-boom")
+    def _boom(pred, gold):
+        raise RuntimeError("grader exploded")
+
+    spec = importlib.util.spec_from_file_location("reward_func_module", REWARD_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    yield mod
+    GRADERS.pop("test-slow", None)
+    GRADERS.pop("test-boom", None)
+
+
+PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 6*7?\n"
+          "Please reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+          "<|im_start|>assistant\n")
+
+TABLE = [  # response, label, grader, reward, status
+    ("6*7 = 42, so \\boxed{42}.<|im_end|>", "42", "simple", 1.0, "ok"),
+    ("It is \\boxed{41}<|im_end|>", "42", "simple", -0.5, "ok"),
+    ("The answer is 42.<|im_end|>", "42", "simple", -1.0, "no_box"),  # the prompt's \boxed{} is not counted
+    ("\\boxed{}<|endoftext|>", "42", "simple", -1.0, "no_box"),
+    ("first \\boxed{1} then \\boxed{42}", "42", "simple", 1.0, "ok"),  # the last box counts
+    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}", "simple", 1.0, "ok"),  # nested braces
+    ("\\boxed{42}", "42", "test-slow", -0.5, "timeout"),
+    ("\\boxed{42}", "42", "test-boom", -1.0, "error"),
+    ("\\boxed{42}", None, "simple", -1.0, "error"),  # no label
+]
+
+
+@pytest.mark.parametrize("resp,label,grader,reward,status", TABLE)
+def test_reward_table(reward_mod, caplog, resp, label, grader, reward, status):
+    with caplog.at_level(logging.WARNING, logger="repro.reward_fn"):
+        t0 = time.time()
+        got = reward_mod.score_one(PROMPT + resp, PROMPT, label, grader_name=grader, timeout_s=0.3)
+    assert got == (reward, status)
+    assert time.time() - t0 < 2.0  # the timeout holds
+    if status in ("timeout", "error"):
+        assert any(("timed out" if status == "timeout" else "reward failed") in r.getMessage()
+                   for r in caplog.records)
+
+
+def test_reward_func_from_worker_threads(reward_mod, monkeypatch, caplog):
+    """OpenRLHF calls reward_func with asyncio.to_thread: the timeout must work off the main thread."""
+    monkeypatch.setenv("LGRPO_GRADER", "test-slow")
+    monkeypatch.setenv("LGRPO_GRADER_TIMEOUT", "0.3")
+    assert threading.current_thread() is threading.main_thread()
+    t0 = time.time()
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda _: reward_mod.reward_func([PROMPT + "\\boxed{42}"], [PROMPT], ["42"]), range(4)))
+    assert time.time() - t0 < 2.5
+    for o in outs:
+        assert o["rewards"].tolist() == [-0.5] and o["scores"].tolist() == [0.0]
+        assert o["extra_logs"]["grader_timeout"].tolist() == [1.0]
+    monkeypatch.setenv("LGRPO_GRADER", "simple")
+    o = reward_mod.reward_func([PROMPT + "\\boxed{42}", PROMPT + "no box"], [PROMPT, PROMPT], ["42", "42"])
+    assert o["rewards"].tolist() == [1.0, -1.0] and o["scores"].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError):
+        reward_mod.reward_func(["a"], [], [])
+
+
+# ----------------------------------------------------------------------------------------------
+# the patches and the launcher
+# ----------------------------------------------------------------------------------------------
+def test_install_puts_the_subclasses_where_the_stock_cli_looks(monkeypatch):
+    import runpy
+
+    import openrlhf.trainer.ppo_trainer as pt
+    import openrlhf.trainer.ray.ppo_actor as pa
+
+    from repro.trainers.openrlhf import patches
+    from repro.trainers.openrlhf.weighting import LambdaTrainerMixin
+
+    for mod, name in ((pa, "PolicyModelActor"), (pa, "ActorPPOTrainer"), (pt, "PPOTrainer")):
+        monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
+    stock_actor = pa.PolicyModelActor.__ray_actor_class__
+    patches.install()
+    assert issubclass(pa.PolicyModelActor.__ray_actor_class__, stock_actor)
+    assert issubclass(pt.PPOTrainer.__ray_actor_class__, patches.STOCK_PPO_TRAINER.__ray_actor_class__)
+    mro = patches.LambdaActorPPOTrainer.__mro__
+    assert mro.index(LambdaTrainerMixin) < mro.index(patches.ActorPPOTrainer)  # the mixin wraps the stock steps
+    assert pa.ActorPPOTrainer is patches.LambdaActorPPOTrainer
+    # the CLI module, executed as the launcher does (but not as __main__), binds the patched actor
+    ns = runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="not_main")
+    assert ns["PolicyModelActor"] is patches.LambdaPolicyModelActor
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--train.async_enable"], "async"),
+    (["--actor.loss_agg_mode", "seq-mean-token-mean"], "token-mean"),
+    (["--ds.param_dtype", "fp16"], "bf16"),
+    (["--rollout.n_samples_per_prompt", "1", "--algo.advantage.estimator", "reinforce"], "n_samples_per_prompt"),
+])
+def test_launcher_refuses_what_the_patches_do_not_cover(extra, msg):
+    from repro.trainers.openrlhf.launch import check_args
+
+    base = ["--actor.model_name_or_path", "m", "--rollout.n_samples_per_prompt", "8", "--actor.num_gpus_per_node", "1",
+            "--rollout.batch_size", "8", "--rollout.micro_batch_size", "8", "--algo.advantage.estimator", "group_norm"]
+    check_args(base, LambdaSettings())  # the base is fine
+    with pytest.raises(SystemExit, match=msg):
+        check_args(base + extra, LambdaSettings())
+
+
+def test_cli_check_rejects_unknown_flags_and_failed_asserts():
+    with pytest.raises(OpenRLHFArgError, match="unrecognized arguments: --nope"):
+        parse_train_ppo_ray(["--nope", "1"])
+    with pytest.raises(OpenRLHFArgError, match="requires n_samples_per_prompt > 1"):
+        parse_train_ppo_ray(["--algo.advantage.estimator", "group_norm"])
+
+
+# ----------------------------------------------------------------------------------------------
+# DRY_RUN for every target, every flag checked against the installed openrlhf 0.11.2 parser
+# ----------------------------------------------------------------------------------------------
+def test_installed_openrlhf_is_the_pinned_one():
+    from importlib import metadata
+
+    assert metadata.version("openrlhf") == "0.11.2"
+    assert metadata.version("deepspeed") == "0.19.6"
+
+
+@pytest.mark.parametrize("size", reproduce.SIZES)
+def test_dry_run_every_target(size, tmp_path):
+    flags = known_flags()
+    assert len(flags) > 150  # the real parser, not an empty stand-in
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = reproduce.main(["--size", size, "--method", "grpo,dapo,lambda,dr_grpo", "--dry-run",
+                             "--runs", str(tmp_path), "--data-src", str(tmp_path / "data")])
+    text = out.getvalue()
+    assert rc == 0
+    assert text.count("accepted by the installed openrlhf 0.11.2 parser") == 4
+    assert "machine check:" in text and "### resolved config" in text
+    for method in reproduce.ALL_METHODS:
+        cfg = reproduce.resolve(reproduce.load_config(size, method), tmp_path, tmp_path / "data")
+        cmd = reproduce.commands(cfg, tmp_path / "data")["train"]
+        assert reproduce.shlex.join(cmd) in text  # the exact command is printed
+        stock = reproduce.settings_and_stock(cmd)
+        used = {a for a in stock if a.startswith("--")}
+        assert used <= flags, used - flags
+        args, _ = parse_train_ppo_ray(stock)
+        o = cfg["openrlhf"]
+        # the parsed values are the config's (the paper's settings)
+        assert args.rollout.n_samples_per_prompt * args.rollout.batch_size == 1024
+        assert args.train.batch_size == 256 and args.train.micro_batch_size == 8
+        assert args.rollout.max_new_tokens == 2048 and args.train.num_episodes == 2
+        assert args.actor.num_gpus_per_node == (8 if size == "7b" else 4) == cfg["machine"]["gpus"]
+        assert args.algo.advantage.estimator == ("dr_grpo" if method == "dr_grpo" else "group_norm")
+        assert args.actor.model_name_or_path == o["actor.model_name_or_path"]
+        assert args.reward.remote_url == [str(REWARD_FILE)]
+        s, _ = split_argv(cmd[cmd.index("repro.trainers.openrlhf.launch") + 1:])
+        assert s.method == method and math.isclose(s.r, 1 / 9) and s.lr == 0.1 and s.init == 0.0
+
+
+def test_configs_differ_only_where_the_method_does():
+    for size in reproduce.SIZES:
+        base = reproduce.load_config(size, "dapo")
+        for m in ("grpo", "lambda", "dr_grpo"):
+            c = reproduce.load_config(size, m)
+            diff = {k for k in set(base["openrlhf"]) | set(c["openrlhf"]) if base["openrlhf"].get(k) != c["openrlhf"].get(k)}
+            assert diff <= {"algo.advantage.estimator"}, (size, m, diff)
+            assert (c["openrlhf"]["algo.advantage.estimator"] == "dr_grpo") == (m == "dr_grpo")
+            assert {k: v for k, v in c["lgrpo"].items() if k != "method"} == \
+                {k: v for k, v in base["lgrpo"].items() if k != "method"}
+
+
+@pytest.mark.parametrize("target", ["reproduce-1.5b", "reproduce-3b", "reproduce-7b"])
+def test_make_target_passes_dry_run(target):
+    res = subprocess.run(["make", "-n", target, "DRY_RUN=1", "METHOD=lambda"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    line = [ln for ln in res.stdout.splitlines() if "repro.trainers.openrlhf.reproduce" in ln]
+    assert line and f"--size {target.split('-')[1]}" in line[0] and "--dry-run" in line[0] and "--method lambda" in line[0]
+
+
+def test_machine_check_says_what_is_missing(tmp_path):
+    cfg = reproduce.resolve(reproduce.load_config("7b", "lambda"), tmp_path, tmp_path / "nodata")
+    problems = reproduce.machine_problems(cfg)
+    assert any("needs 8 GPUs" in p for p in problems)
+    assert any("training data" in p for p in problems)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = reproduce.main(["--size", "7b", "--method", "lambda", "--runs", str(tmp_path),
+                             "--data-src", str(tmp_path / "nodata")])
+    assert rc == 2 and "cannot run on this machine" in out.getvalue() and "Nothing was started" in out.getvalue()
+    assert not (tmp_path / "openrlhf").exists()
+
+
+def test_prepare_prompts(tmp_path):
+    import pandas as pd
+
+    pq = tmp_path / "t.parquet"
+    pd.DataFrame({"question": ["What is $1+1$?", "Solve x"], "gt_answer": ["2", "\\frac{1}{2}"]}).to_parquet(pq)
+    n = reproduce.prepare_prompts(pq, tmp_path / "p.jsonl", "qwen-boxed", "question", "gt_answer")
+    rows = [runs.json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert n == 2 and rows[1]["label"] == "\\frac{1}{2}"
+    p = rows[0]["prompt"]
+    assert p.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is $1+1$?")
+    assert "\\boxed{}" in p and "\\boxed{{}}" not in p and p.endswith("<|im_start|>assistant\n")
