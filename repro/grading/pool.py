@@ -48,11 +48,21 @@ def grade_one(grader: str, pred: str, gold: str, benchmark: str | None = None) -
     return GradeResult(ok, flag, time.perf_counter() - t)
 
 
+# Typical answer shapes: grading them once teaches the LaTeX parser's (antlr) prediction cache,
+# which forked workers inherit, so that their first items are not slow.
+_WARM_PAIRS = (("0.5", "\\frac{1}{2}"), ("x^2+1", "1+x^{2}"), ("(1,2)", "(1,2)"),
+               ("2\\sqrt{3}", "\\sqrt{12}"), ("\\frac{\\pi}{4}", "45^\\circ"),
+               ("y=2x+1", "2x-y+1=0"), ("[2,+\\infty)", "(-\\infty,3]"),
+               ("e^{x}\\sin x+C", "\\ln|x|+C"), ("-\\frac{\\sqrt{3}}{2}i", "1-i"),
+               ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\3\\end{pmatrix}"),
+               ("\\{1,2\\}", "x\\le 3"), ("3\\cos(2t)", "a_{1}b^{2}"))
+
+
 def warm_up(grader: str) -> None:
     """Import everything the grader imports lazily (sympy, the LaTeX parser), so that workers
     forked afterwards start warm and the first item's time is not spent importing."""
     fn = resolve(grader, None)
-    for pred, gold in (("0.5", "\\frac{1}{2}"), ("x^2+1", "1+x^{2}"), ("(1,2)", "(1,2)")):
+    for pred, gold in _WARM_PAIRS:
         fn(pred, gold)
 
 

@@ -90,7 +90,8 @@ def extract_answer(response: str, benchmark: str | None = None, gold: str | None
         g = _strip_dollars(str(gold))
         if g in CHOICES and pred.strip() not in CHOICES:
             pred = choice_letter(text)
-        elif g and all(c in CHOICES for c in g) and not all(c in CHOICES for c in pred):
+        elif all(c in CHOICES for c in g) and not all(c in CHOICES for c in pred):
+            # as in the original, an empty gold also lands here (two gaokao2023en rows)
             pred = "".join(c for c in pred if c in CHOICES)
     return pred
 
@@ -369,8 +370,10 @@ def math_equal(pred, gold, include_percentage: bool = True, rel_tol: float = 1e-
     return symbolic_equal(p, g, rel_tol)
 
 
+@lru_cache(maxsize=4096)
 def _parse_math(s: str):
-    """A sympy object for ``s``, or ``s`` itself when nothing parses it."""
+    """A sympy object for ``s``, or ``s`` itself when nothing parses it (cached: the same gold
+    is parsed once per worker, not once per sample)."""
     from latex2sympy2_extended import latex2sympy
     from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
                                             parse_expr, standard_transformations)
@@ -389,6 +392,34 @@ def _parse_math(s: str):
     return s
 
 
+_PROBES = (0.7316, 1.4142, 2.3026, 0.5772, 1.6180, 2.7183, 3.1416, 0.3679)
+
+
+def clearly_unequal(x, y) -> bool:
+    """True when the scalar expressions ``x`` and ``y`` differ at two probe points (each free
+    symbol set to its own irrational-looking value, complex results allowed).
+
+    A speed-up, not a rule of the original: it only skips the ``equals`` / ``simplify`` steps,
+    which cannot succeed for expressions whose difference is numerically non-zero. It answers
+    False (inconclusive) for relations, matrices, sets, and wherever evaluation is not finite.
+    """
+    from sympy import Expr
+
+    if not isinstance(x, Expr) or not isinstance(y, Expr):
+        return False
+    d = x - y
+    syms = sorted(d.free_symbols, key=str)
+    for shift in (0, 3):
+        subs = {s: _PROBES[(k + shift) % len(_PROBES)] for k, s in enumerate(syms)}
+        v = complex(d.evalf(15, subs=subs))
+        scale = 1.0 + abs(complex(x.evalf(15, subs=subs))) + abs(complex(y.evalf(15, subs=subs)))
+        if not (math.isfinite(v.real) and math.isfinite(v.imag) and math.isfinite(scale)):
+            return False
+        if abs(v) <= 1e-8 * scale:
+            return False
+    return True
+
+
 def symbolic_equal(a: str, b: str, rel_tol: float = 1e-4) -> bool:
     from sympy import N, simplify
 
@@ -399,7 +430,11 @@ def symbolic_equal(a: str, b: str, rel_tol: float = 1e-4) -> bool:
     except Exception:
         pass
     try:
-        if x.equals(y) or simplify(x - y) == 0:
+        skip = clearly_unequal(x, y)
+    except Exception:
+        skip = False
+    try:
+        if not skip and (x.equals(y) or simplify(x - y) == 0):
             return True
     except Exception:
         pass

@@ -1,0 +1,155 @@
+"""Grading throughput on a synthetic set the size of a full evaluation (``make bench``).
+
+6,000 responses with realistic answer styles (a paragraph of reasoning, then the final answer
+boxed, in words after "the answer is", or only as a last number; equivalent rewrites such as
+decimals for fractions, thousands separators, units, ``\\dfrac``, ``x=``; wrong answers; and a
+few pathological ones) are built from the real gold answers of the 8 benchmarks (from DATA_SRC;
+a built-in list of golds when the data is absent). Each grader grades the whole set with the
+evaluation's own machinery (extraction + worker processes with the per-item timeout) and the
+script prints responses per second, the timeouts, and how often the two graders agree.
+
+    python -m repro.benchmarks.grading [--n 6000] [--workers 2] [--timeout 5] [--graders qwen,math-verify]
+
+Target (issue 3): the whole set in under 60 s with the ``qwen`` grader on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import time
+
+FALLBACK_GOLDS = [("gsm8k", "18"), ("gsm8k", "70000"), ("math500", "\\frac{14}{3}"),
+                  ("math500", "\\left( 3, \\frac{\\pi}{2} \\right)"), ("math500", "p - q"),
+                  ("minerva_math", "4.5e33"), ("minerva_math", "1.6"),
+                  ("gaokao2023en", "\\{x|-2\\leq x < 1\\}"), ("gaokao2023en", "B"),
+                  ("olympiadbench", "2^{1009}"), ("olympiadbench", "\\frac{1}{2 n+2}"),
+                  ("college_math", "10-4 n"), ("college_math", "(45,2),(-10,-9)"),
+                  ("aime24", "204"), ("amc23", "27.0")]
+# how many responses each benchmark contributes to a full evaluation (aime/amc: 32 samples)
+WEIGHTS = {"gsm8k": 1319, "math500": 500, "minerva_math": 272, "gaokao2023en": 385,
+           "olympiadbench": 675, "college_math": 2818, "aime24": 960, "amc23": 1280}
+
+REASONING = [
+    "Let me think step by step. First we write down what is given. ",
+    "We have $x + y = 10$ and $xy = 21$, so $x$ and $y$ are roots of $t^2 - 10t + 21 = 0$. ",
+    "Multiplying both sides by $2$ gives $4a = 12$, hence $a = 3$. ",
+    "The total cost is $3 \\times 4 + 2 \\times 5 = 22$ dollars. ",
+    "By the Pythagorean theorem, $c = \\sqrt{3^2 + 4^2} = 5$. ",
+    "Substituting back, we check that the equation holds: $2(3) + 1 = 7$. ",
+    "Now we simplify the fraction $\\frac{12}{18} = \\frac{2}{3}$. ",
+    "There are $\\binom{5}{2} = 10$ ways to choose the pair. ",
+]
+
+
+def golds_from_data() -> list[tuple[str, str]]:
+    try:
+        from repro.eval.data import BENCHMARKS, load_benchmark
+        out = []
+        for b in BENCHMARKS:
+            out += [(b, r["gold"]) for r in load_benchmark(b) if r["gold"]]
+        return out
+    except Exception:
+        return []
+
+
+def _num(s: str) -> float | None:
+    try:
+        return float(s.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if x == int(x) else f"{x:g}"
+
+
+def styled_answer(gold: str, rng: random.Random, others: list[str]) -> tuple[str, str]:
+    """(style, answer text) for one gold: equivalent rewrites and wrong answers."""
+    v = _num(gold)
+    frac = re.fullmatch(r"\\frac\{(-?\d+)\}\{(\d+)\}", gold)
+    options = [("same", gold), ("same", gold), ("same", gold), ("wrong_other", rng.choice(others)),
+               ("spaces", gold.replace(",", ", ")), ("dfrac", gold.replace("\\frac", "\\dfrac")),
+               ("x_equals", f"x = {gold}"), ("dollars", f"${gold}$")]
+    if v is not None:
+        options += [("wrong_plus_one", _fmt(v + 1)), ("decimal_zero", _fmt(v) + ".0"),
+                    ("unit_text", f"{_fmt(v)} \\text{{ cm}}"), ("wrong_double", _fmt(2 * v))]
+        if abs(v) >= 1000 and v == int(v):
+            options.append(("thousands", f"{int(v):,}"))
+    if frac:
+        a, b = int(frac.group(1)), int(frac.group(2))
+        options += [("frac_decimal", f"{a / b:.6f}"), ("frac_slash", f"{a}/{b}"),
+                    ("wrong_frac", f"\\frac{{{b}}}{{{a if a else 1}}}")]
+    return rng.choice(options)
+
+
+def synthetic_set(n: int = 6000, seed: int = 0, pathological: int = 3
+                  ) -> list[tuple[str, str, str, str]]:
+    """[(style, response, gold, benchmark)], ``pathological`` of them built to time out."""
+    rng = random.Random(seed)
+    golds = golds_from_data() or FALLBACK_GOLDS
+    by_b: dict[str, list[str]] = {}
+    for b, g in golds:
+        by_b.setdefault(b, []).append(g)
+    benches = [b for b in WEIGHTS if b in by_b]
+    weights = [WEIGHTS[b] for b in benches]
+    all_golds = [g for _, g in golds]
+    out = []
+    for i in range(n - pathological):
+        b = rng.choices(benches, weights)[0]
+        gold = rng.choice(by_b[b])
+        style, ans = styled_answer(gold, rng, all_golds)
+        body = "".join(rng.choice(REASONING) for _ in range(rng.randint(2, 10)))
+        form = rng.random()
+        if form < 0.80:
+            resp = f"{body}\nTherefore, the final answer is $\\boxed{{{ans}}}$."
+        elif form < 0.90:
+            resp = f"{body}\nSo the answer is {ans}"
+            style += "+answer_is"
+        else:
+            resp = f"{body}\nAfter all this we get {ans}"
+            style += "+last_number"
+        out.append((style, resp, gold, b))
+    for k in range(pathological):
+        resp = "Thus \\boxed{10^{10^{10^{10}}} - 10^{10^{10^{10}}} + " + "x^{99}" * (k + 1) + "}"
+        out.append(("pathological", resp, "7", "math500"))
+    rng.shuffle(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m repro.benchmarks.grading")
+    ap.add_argument("--n", type=int, default=6000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--graders", default="qwen,math-verify")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from repro.grading.pool import grade_many
+    from repro.grading.qwen import extract_answer
+
+    data = synthetic_set(args.n, args.seed)
+    items = [(extract_answer(resp, b, gold), gold, b) for _, resp, gold, b in data]
+    print(f"{len(items)} synthetic responses, {args.workers} workers, "
+          f"per-item timeout {args.timeout:g} s")
+    results = {}
+    for g in [x for x in args.graders.split(",") if x]:
+        t = time.perf_counter()
+        res = grade_many(g, items, workers=args.workers, timeout=args.timeout)
+        dt = time.perf_counter() - t
+        results[g] = res
+        n_ok = sum(r.correct for r in res)
+        flags = sum(r.flagged == "timeout" for r in res)
+        print(f"{g:12s} {dt:7.1f} s  {len(items) / dt:8.1f} responses/s  "
+              f"correct {n_ok}/{len(items)}  timeouts {flags}")
+    if len(results) == 2:
+        a, b = results.values()
+        agree = sum(x.correct == y.correct for x, y in zip(a, b))
+        print(f"agreement between {' and '.join(results)}: {agree}/{len(items)} "
+              f"({100 * agree / len(items):.1f} %)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
