@@ -126,6 +126,13 @@ def test_controller_writes_one_line_per_rollout(tmp_path, monkeypatch):
     t.save_logs_and_checkpoints(1, _status(), {"global_step": 1})
     t.save_logs_and_checkpoints(2, _status(**{"lgrpo/optimizer_steps": 16}), {"global_step": 2})
     assert [r["step"] for r in run.metrics()] == [8, 16]
+    # resuming from the checkpoint taken after optimizer step 8 drops the later line
+    t.lgrpo_prepare_resume({"global_step": 1, "lgrpo": {"optimizer_steps": 8, "method": "lambda"}})
+    assert [r["step"] for r in run.metrics()] == [8]
+    t.lgrpo_prepare_resume({"global_step": 0})  # a fresh start keeps everything
+    assert [r["step"] for r in run.metrics()] == [8]
+    with pytest.raises(RuntimeError, match="λ state"):
+        t.lgrpo_prepare_resume({"global_step": 3})
 
 
 # ----------------------------------------------------------------------------------------------

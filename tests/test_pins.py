@@ -41,7 +41,18 @@ def gpu_pins() -> dict[str, str]:
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pips = [d for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert len(pips) == 1
-    return _pin_map(pips[0]["pip"])
+    post = [spec for line in (REPO / "environment.yml").read_text().splitlines()
+            if line.startswith("# post-install:") for spec in line.split(":", 1)[1].split()]
+    assert post, "environment.yml lost its post-install line (flash-attn)"
+    return _pin_map(pips[0]["pip"] + post)
+
+
+def test_machine_check_reads_the_same_pins():
+    from repro.trainers.openrlhf.reproduce import environment_pins
+
+    got = {k: v for k, v in environment_pins().items() if k not in ("python", "pip")}
+    assert got == gpu_pins()
+    assert got["flash-attn"] == "2.8.3"
 
 
 def cpu_pins() -> dict[str, str]:

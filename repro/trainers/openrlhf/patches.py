@@ -88,6 +88,19 @@ class _LambdaPPOTrainerBase(STOCK_PPO_TRAINER.__ray_actor_class__):
             self.actor_model_group, self.critic_model_group, self.reward_model_group,
             self.reference_model_group, self.kl_ctl, self.strategy, self.tokenizer)
 
+    def fit(self, global_step: int = 0):
+        if self.lgrpo_run is not None:
+            self.lgrpo_prepare_resume(self.init_checkpoint_states())
+        return super().fit(global_step)
+
+    def lgrpo_prepare_resume(self, checkpoint_states: dict) -> None:
+        """On resume, drop metrics lines written after the checkpoint (they will be redone)."""
+        if checkpoint_states.get("global_step", 0) > 0:
+            state = checkpoint_states.get(LambdaTrainerMixin.STATE_KEY)
+            if state is None:
+                raise RuntimeError("the checkpoint has no λ state: it was not written by this launcher")
+            self.lgrpo_run.truncate_metrics(int(state["optimizer_steps"]))
+
     def _compute_rollout_stats(self, experiences):
         stats = super()._compute_rollout_stats(experiences)
         stats.update(rollout_stats(experiences, self.args.rollout.n_samples_per_prompt))

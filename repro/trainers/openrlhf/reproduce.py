@@ -133,7 +133,8 @@ def train_env(cfg: dict) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------
 def environment_pins(path: Path = REPO / "environment.yml") -> dict[str, str]:
     """``name -> version`` for every ``name==version`` line of environment.yml (pip and conda)."""
-    env = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    env = yaml.safe_load(text)
     pins: dict[str, str] = {}
 
     def add(spec: str):
@@ -153,6 +154,10 @@ def environment_pins(path: Path = REPO / "environment.yml") -> dict[str, str]:
             for s in dep.get("pip", []):
                 if not s.startswith("-"):
                     add(s)
+    for line in text.splitlines():  # "# post-install: name==version" (installed in a second step)
+        if line.startswith("# post-install:"):
+            for spec in line.split(":", 1)[1].split():
+                add(spec)
     return pins
 
 
