@@ -378,6 +378,10 @@ def _parse_math(s: str):
     from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
                                             parse_expr, standard_transformations)
 
+    if "boxed" in s or "\\fbox" in s:
+        # latex2sympy2_extended understands \boxed, the original's parsers did not: a pred that
+        # still holds a box (the Minerva-sentence branch) stays unparsed, hence wrong, as there
+        return s
     candidates = [s.replace("\\\\", "\\"), s] if "\\\\" in s else [s]
     for text in candidates:
         try:
