@@ -11,6 +11,8 @@ Layout of one run folder::
       metrics.jsonl      one line per optimizer step (schema below)
       checkpoints/       step_000050/ ... (trainer-specific contents), latest -> newest
       eval/              scores.json, scores.csv, records.jsonl (the evaluation pipeline)
+      groups.jsonl       optional: a sample of whole groups (step, λ, r, lengths, L_i per response)
+                         for checking Eq. 20 on recorded data (``Run.log_group`` / ``Run.groups``)
       DONE               written last, when the run finished
 
 Files are written atomically (temporary file + ``os.replace``); metrics lines are appended whole
@@ -209,6 +211,10 @@ class Run:
     def done_path(self) -> Path:
         return self.path / "DONE"
 
+    @property
+    def groups_path(self) -> Path:
+        return self.path / "groups.jsonl"
+
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step_{step:06d}"
 
@@ -237,6 +243,22 @@ class Run:
 
     def log(self, rec: dict) -> None:
         append_jsonl(self.metrics_path, validate_record(rec))
+
+    def log_group(self, *, step: int, lam: float, r: float, lengths, L, **extra) -> None:
+        """Record one whole group: its G response lengths and per-response surrogate sums
+        L_i = Σ_t min(ρA, clip(ρ)A), with the λ and r it was weighted with (optional file)."""
+        lengths = [float(x) for x in lengths]
+        L = [float(x) for x in L]
+        if len(lengths) != len(L) or len(lengths) < 2:
+            raise ValueError(f"a group needs G >= 2 lengths and as many L, got {len(lengths)}, {len(L)}")
+        if not all(math.isfinite(x) for x in lengths + L + [float(lam), float(r)]):
+            raise ValueError("log_group: lengths, L, lam and r must be finite")
+        append_jsonl(self.groups_path, {"step": int(step), "lambda": float(lam), "r": float(r),
+                                        "lengths": lengths, "L": L, **extra})
+
+    def groups(self) -> list[dict]:
+        """The recorded groups (``[]`` if the run recorded none)."""
+        return read_jsonl(self.groups_path) if self.groups_path.exists() else []
 
     def mark_done(self, summary: dict | None = None) -> None:
         write_json_atomic(self.done_path, summary or {})

@@ -1,0 +1,127 @@
+"""repro.analysis against independent computations (numpy, written out here)."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis_fixtures import synthetic_runs
+from repro import analysis as an
+from repro import objective as obj
+from repro.runs import Run, find_runs, write_json_atomic
+
+
+def f_numpy(lengths, lam, r):
+    x = np.asarray(lengths, dtype=float)
+    z = (x - x.mean()) / x.std(ddof=1)
+    g = (1 + r * z) ** lam
+    e = np.exp(g - g.max())
+    return len(x) * e / e.sum()
+
+
+def test_lambda_needed_hits_the_threshold():
+    q = an.normal_quantile_group(8)
+    for t in (0.05, 0.2):
+        for sign in (+1, -1):
+            lam = float(an.lambda_needed(q, t, r=1 / 9, sign=sign)[0])
+            assert np.sign(lam) == sign
+            assert np.abs(f_numpy(q[0], lam, 1 / 9) - 1).max() == pytest.approx(t, abs=1e-9)
+            assert np.abs(f_numpy(q[0], 0.999 * lam, 1 / 9) - 1).max() < t
+    lam_std = float(an.lambda_needed(q, 0.05, r=1 / 9, criterion="std f")[0])
+    assert f_numpy(q[0], lam_std, 1 / 9).std() == pytest.approx(0.05, abs=1e-9)
+    assert math.isinf(float(an.lambda_needed(q, 50.0, r=1 / 9, lam_max=30)[0]))  # f ≤ G - never 50
+
+
+def test_first_order_departure():
+    q = an.normal_quantile_group(8)
+    x = q[0].numpy()
+    z = (x - x.mean()) / x.std(ddof=1)
+    lnh = np.log(1 + z / 9)
+    d = an.departure(q, [1e-4], 1 / 9).iloc[0]
+    # to first order in λ: f_i - 1 = λ (ln h_i - mean_j ln h_j); and ln h ≈ r z to first order in r
+    assert d["max |f-1|"] / (1e-4 * np.abs(lnh - lnh.mean()).max()) == pytest.approx(1, rel=1e-3)
+    assert d["max |f-1|"] / (1e-4 / 9 * np.abs(z).max()) == pytest.approx(1, rel=0.1)
+
+
+def test_h_spread_respects_samuelson_bound():
+    tab, samples = an.h_spread_table(G=8, n_groups=500)
+    zmax = 7 / math.sqrt(8)
+    for r, h in samples.items():
+        assert h.min() >= 1 - r * zmax - 1e-12 and h.max() <= 1 + r * zmax + 1e-12
+    assert tab["bound 1+r(G-1)/√G"].tolist() == pytest.approx([1 + r * zmax for r in an.PAPER_R])
+
+
+def test_seed_band_matches_groupby_by_hand():
+    df = pd.DataFrame({"task": ["a"] * 6, "method": ["dapo"] * 6, "seed": [0, 1, 2] * 2,
+                       "step": [1, 1, 1, 2, 2, 2], "x": [1.0, 2.0, 6.0, 0.0, 0.0, 3.0]})
+    b = an.seed_band(df, "x")
+    assert b["mean"].tolist() == [3.0, 1.0]
+    assert b["min"].tolist() == [1.0, 0.0] and b["max"].tolist() == [6.0, 3.0]
+    assert b["std"].tolist() == pytest.approx([np.std([1, 2, 6], ddof=1), np.std([0, 0, 3], ddof=1)])
+    assert b["n_seeds"].tolist() == [3, 3]
+
+
+def test_runs_tables_on_synthetic_runs(tmp_path):
+    synthetic_runs(tmp_path, seeds=(0, 1), steps=12)
+    found, df = an.load_runs(tmp_path)
+    assert len(found) == 12
+    gc = an.grad_cov_table(df)
+    for _, row in gc.iterrows():
+        d = df[df["run"] == row["run"]]
+        assert row["pearson"] == pytest.approx(np.corrcoef(d["len_adv_cov"].astype(float), d["lambda_grad"].astype(float))[0, 1])
+    # synthetic λ follows -cov: sign of final λ is the task's sign
+    assert (gc[gc["task"] == "sum"]["final λ"] > 0).all() and (gc[gc["task"] == "budget"]["final λ"] < 0).all()
+    rec = an.eq20_recorded(found)
+    assert len(rec) == 4 * 2 * 4 and rec["pass"].all()  # 4 λ runs × 2 groups × (recorded λ + 3)
+    ms = an.method_summary(df)
+    assert set(ms["seeds"]) == {2}
+
+
+def test_eval_frame_formats(tmp_path):
+    run = Run.create(tmp_path / "r", {"task": "sum"}, seed=3, method="lambda")
+    run.log({k: 0.0 for k in ("lambda", "f_mean", "f_std", "f_min", "f_max", "reward_mean", "accuracy",
+                              "response_length_mean", "response_length_max", "truncated_rate", "len_adv_cov",
+                              "time_s", "clip_ratio")} | {"step": 7, "rollout": 7, "method": "lambda",
+                                                          "lambda_grad": None, "entropy": None, "kl": None,
+                                                          "grad_norm": None})
+    write_json_atomic(run.eval_dir / "scores.json", {"benchmarks": {"x": {"accuracy": 0.25}, "y": {"acc": 40.0}}})
+    ev = an.eval_frame([run])
+    assert ev.set_index("benchmark")["accuracy"].to_dict() == {"x": 25.0, "y": 40.0}
+    assert set(ev["step"]) == {7}  # no step in the file: the run's last step
+    write_json_atomic(run.eval_dir / "scores.json", {"by_step": {"0": {"x": 10.0}, "40": {"x": 30.0}}})
+    assert an.eval_frame([run])["step"].tolist() == [0, 40]
+    write_json_atomic(run.eval_dir / "scores.json", {"benchmarks": [1, 2]})
+    with pytest.raises(ValueError, match="unrecognised"):
+        an.eval_frame([run])
+
+
+def test_a_wrong_closed_form_is_reported_failing(monkeypatch):
+    good = an.eq20_grid(lams=(0.5,), rs=(1 / 9,), Gs=(8,))
+    assert good["pass"].all()
+    monkeypatch.setattr(obj, "eq20_lambda_grad", lambda *a, **k: 1.001 * good_fn(*a, **k))
+    bad = an.eq20_grid(lams=(0.5,), rs=(1 / 9,), Gs=(8,))
+    assert not bad["pass"].any()
+    assert "#b00000" in an.eq20_html(bad)
+
+
+good_fn = obj.eq20_lambda_grad
+
+
+def test_log_group_validates(tmp_path):
+    run = Run.create(tmp_path / "r", {}, seed=0, method="lambda")
+    run.log_group(step=1, lam=0.5, r=1 / 9, lengths=[3, 5], L=[1.0, -1.0])
+    assert run.groups() == [{"step": 1, "lambda": 0.5, "r": 1 / 9, "lengths": [3.0, 5.0], "L": [1.0, -1.0]}]
+    with pytest.raises(ValueError):
+        run.log_group(step=1, lam=0.5, r=1 / 9, lengths=[3], L=[1.0])
+    with pytest.raises(ValueError):
+        run.log_group(step=1, lam=float("nan"), r=1 / 9, lengths=[3, 4], L=[1.0, 2.0])
+
+
+def test_resolve_runs_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv(an.RUNS_ENV, raising=False)
+    assert an.resolve_runs_dir() == an.repo_root() / "runs" / "demo"
+    monkeypatch.setenv(an.RUNS_ENV, str(tmp_path))
+    assert an.resolve_runs_dir() == tmp_path
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        an.require_runs(tmp_path, find_runs(tmp_path))
