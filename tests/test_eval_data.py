@@ -161,3 +161,18 @@ def test_qwen_boxed_prompt_is_exact():
     assert build_prompt("What is $1+1$?") == want
     assert build_prompt("{x} and {{y}}").count("{x} and {{y}}") == 1  # braces in questions survive
     assert stop_strings() == ["<|im_end|>", "<|endoftext|>", "</s>"]
+
+
+def test_download_is_checked_and_atomic(tmp_path):
+    """The internet path, exercised with a file:// URL (no network in tests)."""
+    entry = dict(D.manifest()["aime24"], url=(SRC / "eval/aime24/test.jsonl").resolve().as_uri())
+    out = tmp_path / "out"
+    p = D.locate(entry, tmp_path / "empty-src", out, offline=False)
+    assert p == out / "raw" / entry["file"] and D.sha256_file(p) == entry["sha256"]
+    bad = dict(entry, name="amc23-as-aime", file="eval/x/test.jsonl",
+               url=(SRC / "eval/amc23/test.jsonl").resolve().as_uri())
+    with pytest.raises(D.DataError, match="bad sha256"):
+        D.locate(bad, tmp_path / "empty-src", out, offline=False)
+    assert not list((out / "raw" / "eval" / "x").iterdir())  # no partial file left behind
+    with pytest.raises(D.DataError, match="missing file"):
+        D.locate(bad, tmp_path / "empty-src", out, offline=True)

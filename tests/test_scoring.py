@@ -237,6 +237,10 @@ def test_hf_backend_greedy_sampling_and_stops(tiny_hf):
     assert all(not any(c in t for c in "eaoi") for row in s for t in row)
     with pytest.raises(ValueError):
         tiny_hf.generate(prompts, n=0)
+    for mode in (True, False):  # a trainer's policy keeps its mode
+        tiny_hf.model.train(mode)
+        tiny_hf.generate(prompts[:1], max_tokens=2)
+        assert tiny_hf.model.training is mode
 
 
 def test_evaluate_with_tiny_hf_model(tmp_path, tiny_hf):
@@ -268,6 +272,7 @@ def test_vllm_backend_calls(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
     be = B.VLLMBackend("some/model", seed=3)
     assert calls["llm"]["model"] == "some/model" and calls["llm"]["seed"] == 3
+    assert calls["llm"]["generation_config"] == "vllm"
     out = be.generate(["p", "q"], n=3, temperature=0.0, top_p=0.95, max_tokens=7, stop=["</s>"])
     assert out == [["p-0"] * 3, ["q-0"] * 3]
     assert calls["sp"][-1] == dict(n=1, temperature=0.0, top_p=1.0, max_tokens=7, stop=["</s>"])

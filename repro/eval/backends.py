@@ -62,9 +62,11 @@ class HFBackend:
             path = str(model)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+            model = model.to(device)
         if tokenizer is None:
             raise ValueError("HFBackend needs a tokenizer when given a model object")
-        self.model = model.to(device).eval()
+        # A model object passed in (a trainer's policy) is neither moved nor left in eval mode.
+        self.model = model
         self.tok = tokenizer
         self.device = device
         self.batch_size = int(batch_size)
@@ -143,15 +145,25 @@ class HFBackend:
                     done[r] = any(s in text for s in stop)
                 return done
 
+        from transformers import GenerationConfig
+
+        # A fresh config: the checkpoint's generation_config.json (repetition penalty, top-k, ...)
+        # must not change the pinned protocol.
         kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=float(temperature),
                                                        top_p=float(top_p), top_k=0)
+        gc = GenerationConfig(max_new_tokens=int(max_tokens), eos_token_id=self.eos_ids or None,
+                              pad_token_id=self.pad_id, **kw)
         torch.manual_seed(self.seed + self._calls)
         self._calls += 1
-        with torch.no_grad():
-            res = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=int(max_tokens),
-                eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id,
-                stopping_criteria=StoppingCriteriaList([StopOnStrings()]), **kw)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                res = self.model.generate(
+                    input_ids=ids, attention_mask=mask, generation_config=gc,
+                    stopping_criteria=StoppingCriteriaList([StopOnStrings()]))
+        finally:
+            self.model.train(was_training)
         texts = []
         for r in range(len(seqs)):
             toks = res[r, P:].tolist()
@@ -179,7 +191,11 @@ class VLLMBackend:
                   gpu_memory_utilization=gpu_memory_utilization)
         if max_model_len:
             kw["max_model_len"] = max_model_len
-        self.llm = LLM(**kw)
+        try:
+            # vLLM's own sampling defaults, not the checkpoint's generation_config.json
+            self.llm = LLM(generation_config="vllm", **kw)
+        except TypeError:  # a vLLM without that option never read the checkpoint's defaults
+            self.llm = LLM(**kw)
 
     def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_tokens=1024, stop=None):
         from vllm import SamplingParams

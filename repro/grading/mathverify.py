@@ -11,6 +11,7 @@ grader turns them off and relies on the caller's per-item timeout (``repro.gradi
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from repro.grading import register_grader
 
@@ -25,15 +26,23 @@ def _boxed(s: str) -> str:
     return "\\boxed{" + s + "}"
 
 
+@lru_cache(maxsize=4096)
+def _parse(text: str):
+    """The library's parse of ``\\boxed{text}`` (cached: a gold is parsed once per worker).
+    A tuple, so that a cached value cannot be changed by a caller."""
+    from math_verify import parse
+
+    return tuple(parse(_boxed(text), parsing_timeout=None))
+
+
 @register_grader("math-verify")
 def math_verify_grade(pred: str, gold: str) -> bool:
     if not isinstance(pred, str) or not isinstance(gold, str) or not pred.strip():
         return False
     try:
-        from math_verify import parse, verify
+        from math_verify import verify
 
-        g = parse(_boxed(gold), parsing_timeout=None)
-        p = parse(_boxed(pred), parsing_timeout=None)
+        g, p = list(_parse(gold)), list(_parse(pred))
         if not g or not p:
             return False
         return bool(verify(g, p, timeout_seconds=None))
