@@ -116,11 +116,11 @@ def commands(cfg: dict, data_src: Path, python: str = "python") -> dict[str, lis
                             "--template", cfg["data"]["template"],
                             "--question-key", cfg["data"]["question_key"],
                             "--answer-key", cfg["data"]["answer_key"]],
-        "prepare_eval_data": [python, "-m", "repro.eval.data", "--src", str(data_src), "--out", "data/cache"],
         "train": [python, "-m", "repro.trainers.openrlhf.launch", *to_flags(settings_of(cfg)),
                   *flags_from(cfg["openrlhf"])],
         "eval": [python, "-m", "repro.eval", "--model", p["final_model"], "--benchmarks",
-                 str(cfg["eval"]["benchmarks"]), "--out", p["eval_dir"]],
+                 str(cfg["eval"]["benchmarks"]), "--out", p["eval_dir"], "--backend", "vllm",
+                 "--data-src", str(data_src), "--paper-size", cfg["size"].upper()],
     }
 
 
@@ -318,8 +318,6 @@ def run(size: str, methods: list[str], runs: Path, data_src: Path, skip_eval: bo
             run_cmd(cmds["train"], env=train_env(cfg))
             Run(rd).mark_done({"trainer": "openrlhf"})
         if not skip_eval and Run(rd).eval_scores() is None:
-            if not (REPO / "data" / "cache").exists():
-                run_cmd(cmds["prepare_eval_data"])
             run_cmd(cmds["eval"])
     table = comparison_table(size, run_dirs)
     out = runs / "openrlhf" / f"comparison-{size}.csv"
