@@ -130,6 +130,7 @@ def evaluate(rows: dict[str, list[dict]], out: str | Path, *,
     if bar is not None:
         bar.close()
     gen_seconds = time.time() - t0
+    del backend  # free the model (GPU memory) before the grading workers start
 
     # 2. extraction and grading
     items, where = [], []
@@ -229,8 +230,12 @@ def comparison_markdown(scores: dict, paper: list[dict], size: str | None) -> st
         return f"{v:.1f}"
 
     head = "| row | " + " | ".join(HEADERS) + " | Avg. |\n|---|" + "---|" * (len(HEADERS) + 1) + "\n"
+    ns = sorted({s["n_samples"] for res in scores["graders"].values()
+                 for b, s in res["benchmarks"].items() if b in ("aime24", "amc23")})
+    avg_n = "/".join(map(str, ns)) if ns else "32"
     lines = [f"# {scores['model']} vs the paper's Table 1\n\n",
-             "Accuracy in %: pass@1 (greedy) for the first six sets, Average@32 for AIME and AMC; "
+             f"Accuracy in %: pass@1 (greedy) for the first six sets, Average@{avg_n} for AIME and "
+             "AMC (the paper: Average@32); "
              "Avg. is the unweighted mean of the 8. `diff` = ours (primary grader) - paper.\n\n",
              head]
     ours = {}

@@ -108,9 +108,15 @@ class _Slot:
 
 
 def _context():
-    methods = mp.get_all_start_methods()
-    # fork starts a worker in milliseconds with the grader already imported; spawn elsewhere.
-    return mp.get_context("fork" if "fork" in methods and os.name == "posix" else "spawn")
+    """fork starts a worker in milliseconds with the grader already imported; spawn where fork
+    is unavailable or unsafe (a process that has initialised CUDA, e.g. after vLLM generation)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    cuda_on = bool(torch is not None and getattr(torch, "cuda", None) is not None
+                   and torch.cuda.is_initialized())
+    fork_ok = "fork" in mp.get_all_start_methods() and os.name == "posix" and not cuda_on
+    return mp.get_context("fork" if fork_ok else "spawn")
 
 
 def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, workers: int = 2,
