@@ -342,3 +342,53 @@ def test_prepare_prompts(tmp_path):
     p = rows[0]["prompt"]
     assert p.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is $1+1$?")
     assert "\\boxed{}" in p and "\\boxed{{}}" not in p and p.endswith("<|im_start|>assistant\n")
+
+
+def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
+    """The orchestration without a GPU: the machine check passes (patched), each step's command
+    is recorded instead of run, and a fake evaluation leaves scores.json in the run folder."""
+    import pandas as pd
+
+    src = tmp_path / "data"
+    (src / "train" / "simplelr_qwen_level3to5").mkdir(parents=True)
+    pd.DataFrame({"question": ["q1"], "gt_answer": ["1"]}).to_parquet(
+        src / "train" / "simplelr_qwen_level3to5" / "train.parquet")
+    calls = []
+
+    def fake_run(cmd, env=None):
+        calls.append((cmd[2], env))
+        if cmd[2] == "repro.trainers.openrlhf.reproduce":  # prepare-prompts: run it for real
+            assert reproduce.main(cmd[3:]) == 0
+        if cmd[2] == "repro.eval":
+            out = Path(cmd[cmd.index("--out") + 1])
+            accs = {b: {"accuracy": 50.0} for b in reproduce.BENCH}
+            runs.write_json_atomic(out / "scores.json", {"primary_grader": "qwen", "graders": {
+                "qwen": {"benchmarks": accs, "average": 50.0}}})
+
+    monkeypatch.setattr(reproduce, "machine_problems", lambda cfg: [])
+    monkeypatch.setattr(reproduce, "run_cmd", fake_run)
+    monkeypatch.setattr(reproduce, "PROMPTS_FILE", str(tmp_path / "prompts.{template}.jsonl"))
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)  # paper_artifacts/ output goes here
+    (tmp_path / "paper_artifacts").mkdir()
+    (tmp_path / "paper_artifacts" / "table1_paper.csv").write_text(
+        (REPO / "paper_artifacts" / "table1_paper.csv").read_text())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = reproduce.main(["--size", "3b", "--method", "dapo,lambda", "--runs", str(tmp_path / "runs"),
+                             "--data-src", str(src)])
+    assert rc == 0
+    assert [c[0] for c in calls] == ["repro.trainers.openrlhf.reproduce", "repro.trainers.openrlhf.launch",
+                                     "repro.eval", "repro.trainers.openrlhf.launch", "repro.eval"]
+    assert calls[1][1] == {"LGRPO_GRADER": "qwen", "LGRPO_GRADER_TIMEOUT": "10"}
+    for m in ("dapo", "lambda"):
+        rd = runs.Run(tmp_path / "runs" / "openrlhf" / f"qwen2.5-3b-{m}-seed42")
+        assert rd.is_done() and rd.meta()["method"] == m and rd.config()["lgrpo"]["method"] == m
+    table = pd.read_csv(tmp_path / "paper_artifacts" / "reproduce-3b.csv")
+    diff = table[(table["method"] == "lambda") & (table["row"] == "this run - paper")].iloc[0]
+    assert diff["math500"] == pytest.approx(50.0 - 67.4) and diff["avg"] == pytest.approx(50.0 - 43.8)
+    # a second call finds everything done and runs nothing again
+    calls.clear()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert reproduce.main(["--size", "3b", "--method", "dapo,lambda", "--runs", str(tmp_path / "runs"),
+                               "--data-src", str(src)]) == 0
+    assert calls == []
