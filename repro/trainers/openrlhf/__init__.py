@@ -12,4 +12,5 @@ No OpenRLHF file is copied or edited. Modules, from the bottom up:
 ``launch``     patches the classes in and runs the stock ``openrlhf.cli.train_ppo_ray``
 ``cli_check``  runs the installed OpenRLHF argument parser on a command line without Ray/vLLM
 ``reproduce``  ``make reproduce-1.5b|3b|7b``: machine check, train, eval, comparison table
+``gpu_check``  a one-GPU, offline check of the λ gradient through OpenRLHF's PolicyLoss (bf16)
 """
