@@ -15,7 +15,9 @@ Target (issue 3): the whole set in under 60 s with the ``qwen`` grader on 2 core
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import resource
 import re
 import time
 
@@ -117,6 +119,13 @@ def synthetic_set(n: int = 6000, seed: int = 0, pathological: int = 3
     return out
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the grading workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m repro.benchmarks.grading")
     ap.add_argument("--n", type=int, default=6000)
@@ -134,15 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(items)} synthetic responses, {args.workers} workers, "
           f"per-item timeout {args.timeout:g} s")
     results = {}
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for g in [x for x in args.graders.split(",") if x]:
+        cpu0 = _cpu_seconds()
         t = time.perf_counter()
         res = grade_many(g, items, workers=args.workers, timeout=args.timeout)
         dt = time.perf_counter() - t
+        cpu = _cpu_seconds() - cpu0
         results[g] = res
         n_ok = sum(r.correct for r in res)
         flags = sum(r.flagged == "timeout" for r in res)
-        print(f"{g:12s} {dt:7.1f} s  {len(items) / dt:8.1f} responses/s  "
-              f"correct {n_ok}/{len(items)}  timeouts {flags}")
+        print(f"{g:12s} {dt:7.1f} s wall  {len(items) / dt:7.1f} responses/s  "
+              f"correct {n_ok}/{len(items)}  timeouts {flags}  "
+              f"CPU {cpu:.1f} s (parent + workers)")
     if len(results) == 2:
         a, b = results.values()
         agree = sum(x.correct == y.correct for x, y in zip(a, b))
