@@ -66,7 +66,7 @@ def r_name(r: float) -> str:
 def repo_root(start: str | Path | None = None) -> Path:
     """The package checkout: the nearest folder at or above ``start`` (default: cwd, then this
     file) that holds ``pyproject.toml`` and ``repro/``."""
-    for base in ([Path(start)] if start else [Path.cwd(), Path(__file__).resolve().parent]):
+    for base in ([Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parent]):
         for p in [base.resolve(), *base.resolve().parents]:
             if (p / "pyproject.toml").exists() and (p / "repro").is_dir():
                 return p

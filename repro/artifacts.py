@@ -62,11 +62,14 @@ def execute_notebook(path: str | Path, runs_dir: str | Path, out_path: str | Pat
     import nbformat
     from nbclient import NotebookClient
 
-    from repro.analysis import RUNS_ENV
+    from repro.analysis import RUNS_ENV, repo_root
     from repro.runs import write_text_atomic
 
     path = Path(path)
-    root = Path(__file__).resolve().parents[1]  # the checkout holding this package
+    try:  # the kernel starts in the checkout holding the notebook, else beside this package
+        root = repo_root(path.resolve().parent)
+    except FileNotFoundError:
+        root = Path(__file__).resolve().parents[1]
     nb = nbformat.read(path, as_version=4)
     env = dict(os.environ)
     env[RUNS_ENV] = str(Path(runs_dir).resolve())

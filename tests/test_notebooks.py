@@ -41,13 +41,28 @@ def test_notebooks_are_clean_and_parametrised():
         assert not re.search(r"metrics\.jsonl|scores\.json|open\(|read_csv|json\.load", src), name
 
 
+@pytest.fixture
+def broken_user_kernelspec(tmp_path, monkeypatch):
+    """A user-level 'python3' kernelspec pointing nowhere: the notebooks must not use it (the
+    kernel is resolved to this venv's python without any manual kernel installation)."""
+    spec = tmp_path / "jp" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(
+        {"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+         "display_name": "broken", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jp"))
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes(name, tmp_path):
+def test_notebook_executes(name, tmp_path, broken_user_kernelspec):
+    import sys
+
     runs, kind = shared_tiny_runs()
     nb = execute_notebook(NB_DIR / name, runs, tmp_path / name, timeout=300)
     text = _outputs_text(nb)
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert f"run folder: {runs}" in text  # the parameter reached the notebook
+    assert f"python: {sys.executable}" in text  # this venv's interpreter, not the broken spec
     n_png = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     want = {"01": 4, "02": 3, "03": 1, "04": 3}[name[:2]]
     assert n_png >= want, f"{name}: {n_png} figures, expected at least {want}"
@@ -59,12 +74,15 @@ def test_notebook_executes(name, tmp_path):
         assert re.search(r"\d+ runs, tasks", text)
 
 
-def test_a_failing_cell_fails(tmp_path):
+def _write_nb(path, *sources):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("x = 1"),
-                nbformat.v4.new_code_cell("raise ValueError('deliberate failure 1234')")]
-    (tmp_path / "notebooks").mkdir()
-    path = tmp_path / "notebooks" / "bad.ipynb"
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
+    return path
+
+
+def test_a_failing_cell_fails(tmp_path):
+    path = _write_nb(tmp_path / "nb" / "bad.ipynb", "x = 1", "raise ValueError('deliberate failure 1234')")
     with pytest.raises(CellExecutionError, match="deliberate failure 1234"):
         execute_notebook(path, tmp_path, timeout=60)
