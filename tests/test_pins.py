@@ -108,3 +108,13 @@ def test_vllm_and_openrlhf_agree_on_torch():
     """vllm 0.29.0 pins torch==2.13.0 (its wheel metadata, read when choosing the pins); the
     CPU set uses the same torch, so the package's math runs on the same torch version."""
     assert gpu_pins()["torch"] == cpu_pins()["torch"] == "2.13.0"
+
+
+def test_gpu_environment_holds_the_whole_cpu_set():
+    """The notebooks, grader and evaluation run in the GPU environment too: every package of the
+    CPU set (extras cpu and test) is in environment.yml."""
+    pp = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = pp["project"]["optional-dependencies"]
+    need = _pin_map(extras["cpu"] + extras["test"])
+    missing = sorted(set(need) - set(gpu_pins()))
+    assert not missing, f"in pyproject's cpu/test extras but not in environment.yml: {missing}"
