@@ -247,3 +247,11 @@ def test_grade_many_keeps_order_and_matches_in_process():
     assert all(r.flagged is None for r in res)
     with pytest.raises(ValueError):
         grade_many("no-such-grader", pairs)
+
+
+def test_spawned_workers_also_time_out():
+    """The start method used after CUDA is initialised (vLLM): workers import the grader."""
+    items = [("10^{10^{10}}", "5", None), ("0.5", "\\frac{1}{2}", None)]
+    res = grade_many("qwen", items, workers=1, timeout=1.0, start_method="spawn")
+    assert (res[0].correct, res[0].flagged) == (False, "timeout")
+    assert (res[1].correct, res[1].flagged) == (True, None)

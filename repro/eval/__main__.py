@@ -2,4 +2,5 @@ import sys
 
 from repro.eval.run import main
 
-sys.exit(main())
+if __name__ == "__main__":  # guarded: spawned grading workers re-import the main module
+    sys.exit(main())

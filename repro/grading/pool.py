@@ -107,11 +107,13 @@ class _Slot:
         self.parent.close()
 
 
-def _context():
+def _context(start_method: str | None = None):
     """fork starts a worker in milliseconds with the grader already imported; spawn where fork
     is unavailable or unsafe (a process that has initialised CUDA, e.g. after vLLM generation)."""
     import sys
 
+    if start_method:
+        return mp.get_context(start_method)
     torch = sys.modules.get("torch")
     cuda_on = bool(torch is not None and getattr(torch, "cuda", None) is not None
                    and torch.cuda.is_initialized())
@@ -121,7 +123,7 @@ def _context():
 
 def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, workers: int = 2,
                timeout: float = DEFAULT_TIMEOUT_S, progress: bool = False,
-               desc: str | None = None) -> list[GradeResult]:
+               desc: str | None = None, start_method: str | None = None) -> list[GradeResult]:
     """Grade ``items`` = [(pred, gold, benchmark), ...] with the named grader, in order.
 
     ``workers=0`` grades in this process with no timeout (only for trusted, small inputs).
@@ -138,7 +140,7 @@ def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, wor
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), desc=desc or f"grading ({grader})", unit="ans")
-    ctx = _context()
+    ctx = _context(start_method)
     if ctx.get_start_method() == "fork":
         warm_up(grader)
     results: list[GradeResult | None] = [None] * len(items)
