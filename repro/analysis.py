@@ -80,13 +80,45 @@ def resolve_runs_dir(runs: str | Path | None = None) -> Path:
     return p if p.is_absolute() else repo_root() / p
 
 
+def _suites(found, root: Path) -> dict:
+    """Run -> (label, suite): the run's path relative to ``root``, and its parent folder there
+    ('' when every run sits in one folder). Runs of different suites (e.g. runs/demo and
+    runs/reproduce-cpu) are kept apart in every plot and table."""
+    rel = {}
+    for r in found:
+        try:
+            rel[r] = r.path.resolve().relative_to(Path(root).resolve())
+        except ValueError:
+            rel[r] = Path(r.path.name)
+    parents = {p.parent for p in rel.values()}
+    return {r: (p.as_posix(), p.parent.as_posix() if len(parents) > 1 else "") for r, p in rel.items()}
+
+
+def runs_by_label(found, root: str | Path) -> dict:
+    """``{label: Run}`` with the labels ``load_runs`` puts in its ``run`` column."""
+    return {lab: r for r, (lab, _) in _suites(found, Path(root)).items()}
+
+
 def load_runs(runs_dir: str | Path):
-    """``(runs, metrics)`` for every run under ``runs_dir`` (through ``repro.runs``)."""
+    """``(runs, metrics)`` for every run under ``runs_dir`` (through ``repro.runs``). ``run`` is
+    the run's path relative to ``runs_dir``; if runs sit in several folders, ``task`` is
+    prefixed with the folder ('demo:sum'), so that suites are never pooled."""
     found = runs_mod.find_runs(runs_dir)
-    df = runs_mod.load_metrics(found)
+    suites = _suites(found, Path(runs_dir))
+    frames = []
+    for r in found:
+        f = r.metrics_frame()
+        if not len(f):
+            continue
+        label_, suite = suites[r]
+        f["run"] = label_
+        f["task"] = f["task"].fillna("task").astype(str)
+        if suite:
+            f["task"] = suite + ":" + f["task"]
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True) if frames else runs_mod.load_metrics([])
     if len(df):
         df["method"] = df["method"].astype(str)
-        df["task"] = df["task"].fillna("task").astype(str)
         df["seed"] = df["seed"].fillna(-1).astype(int)
     return found, df
 
@@ -626,13 +658,14 @@ def _acc_of(v) -> float | None:
     return None
 
 
-def eval_frame(found) -> pd.DataFrame:
+def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
     """Every run's evaluation scores as rows (run, method, seed, task, step, benchmark, accuracy %).
 
     Accepts ``scores.json`` as ``{"benchmarks": {name: {"acc": x, ...}}, "step": s}``, as
     ``{name: x}``, or with several evaluations under ``"by_step": {step: <either form>}``.
     Accuracies in [0, 1] are read as fractions and reported in %. Anything else raises."""
     rows = []
+    suites = _suites(found, Path(root)) if root is not None else {r: (r.path.name, "") for r in found}
     for run in found:
         sc = run.eval_scores()
         if sc is None:
@@ -640,6 +673,8 @@ def eval_frame(found) -> pd.DataFrame:
         meta = run.meta()
         cfg = run.config() if run.config_path.exists() else {}
         task = cfg.get("task", {}).get("name") if isinstance(cfg.get("task"), dict) else cfg.get("task")
+        run_label, suite = suites[run]
+        task = f"{suite}:{task or 'task'}" if suite else task
         by_step = sc.get("by_step") if isinstance(sc, dict) else None
         last = sc.get("step") if isinstance(sc, dict) else None
         if last is None:  # one evaluation without a step: the run's final checkpoint
@@ -657,7 +692,7 @@ def eval_frame(found) -> pd.DataFrame:
                 if acc is None:
                     continue
                 frac = isinstance(v, dict) and "acc" not in v and acc <= 1.0
-                rows.append({"run": run.path.name, "method": meta.get("method"),
+                rows.append({"run": run_label, "method": meta.get("method"),
                              "seed": meta.get("seed"), "task": task or "task",
                              "step": int(step) if step is not None else None,
                              "benchmark": name, "accuracy": acc * 100 if frac else acc})

@@ -162,7 +162,7 @@ def objective_artifacts(book: Book) -> None:
     book.table(grid, "eq20_check", fn.format("eq20_grid"), "none", "Appendix C, Eq. 20.")
 
 
-def run_artifacts(book: Book, found, df, runs_label: str) -> list[str]:
+def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> list[str]:
     """Figures and tables from the runs; returns computed sentences for the README."""
     from repro import analysis as an
 
@@ -200,7 +200,7 @@ def run_artifacts(book: Book, found, df, runs_label: str) -> list[str]:
     if len(rec):
         book.table(rec, "eq20_recorded_groups", fn.format("eq20_recorded"), runs_label,
                    f"Eq. 20 on groups recorded by the runs: {int(rec['pass'].sum())}/{len(rec)} pass.")
-    ev = an.eval_frame(found)
+    ev = an.eval_frame(found, runs_root)
     if len(ev):
         book.table(ev, "eval_scores", fn.format("eval_frame"), runs_label,
                    "held-out scores of each run (CPU task benchmarks are not the paper's eight).")
@@ -317,10 +317,13 @@ def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status
     if book.skipped:
         lines += ["", "## Not made", ""] + [f"- {s}" for s in book.skipped]
     if notes:
-        lines += ["", "## What these runs show (computed)", "",
-                  "CPU runs use the package's 0.5 M-parameter model on a synthetic arithmetic task, not Qwen2.5 "
-                  "on MATH: they test the mechanics (λ's direction, the weights, the dynamics), not the paper's "
-                  "accuracy claims.", ""] + [f"- {n}" for n in notes]
+        cpu = [r for r in found if not (r.config_path.exists() and _model_size(r.config()))]
+        lines += ["", "## What these runs show (computed)", ""]
+        if cpu:
+            lines += [f"{len(cpu)} of the {len(found)} runs are CPU-scale runs (no Qwen2.5 model in their config: "
+                      "the package's 0.5 M-parameter model on a synthetic arithmetic task). They test the "
+                      "mechanics (λ's direction, the weights, the dynamics), not the paper's accuracy claims.", ""]
+        lines += [f"- {n}" for n in notes]
     out_dir = book.out
     others = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != "README.md")
     if others:
@@ -361,7 +364,7 @@ def main(argv=None) -> int:
             objective_artifacts(book)
         elif step == "runs":
             if len(df):
-                notes += run_artifacts(book, found, df, label)
+                notes += run_artifacts(book, found, df, label, runs_root)
             else:
                 book.skipped.append(f"run figures: no runs under {runs_root}")
         elif step == "table1":

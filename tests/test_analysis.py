@@ -125,3 +125,17 @@ def test_resolve_runs_dir(monkeypatch, tmp_path):
     assert an.resolve_runs_dir() == tmp_path
     with pytest.raises(FileNotFoundError, match="make demo"):
         an.require_runs(tmp_path, find_runs(tmp_path))
+
+
+def test_suites_are_kept_apart(tmp_path):
+    synthetic_runs(tmp_path / "demo", tasks=("sum",), methods=("lambda",), seeds=(0,), steps=4)
+    synthetic_runs(tmp_path / "reproduce-cpu", tasks=("sum",), methods=("lambda",), seeds=(0,), steps=6)
+    found, df = an.load_runs(tmp_path)
+    assert sorted(df["task"].unique()) == ["demo:sum", "reproduce-cpu:sum"]
+    assert sorted(df["run"].unique()) == ["demo/sum_lambda_s0", "reproduce-cpu/sum_lambda_s0"]
+    assert df.groupby("run")["step"].max().to_dict() == {"demo/sum_lambda_s0": 4, "reproduce-cpu/sum_lambda_s0": 6}
+    assert set(an.runs_by_label(found, tmp_path)) == set(df["run"])
+    assert set(an.eval_frame(found, tmp_path)["task"]) == {"demo:sum", "reproduce-cpu:sum"}
+    # a single folder: plain task names and run names
+    found1, df1 = an.load_runs(tmp_path / "demo")
+    assert list(df1["task"].unique()) == ["sum"] and list(df1["run"].unique()) == ["sum_lambda_s0"]
