@@ -648,55 +648,63 @@ def method_summary(df: pd.DataFrame, tail: float = 0.1) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 # evaluation scores (Run.eval_scores) and the paper's Table 1
 # ----------------------------------------------------------------------------------------------
-def _acc_of(v) -> float | None:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    if isinstance(v, dict):
-        for k in ("acc", "accuracy", "score", "mean"):
-            if isinstance(v.get(k), (int, float)):
-                return float(v[k])
-    return None
+def _bench_accuracies(block: dict, where: str) -> tuple[dict, str | None]:
+    """``({benchmark: accuracy in %}, grader)`` from one evaluation in either layout:
+
+    * ``repro.eval`` (the evaluation pipeline): ``{"primary_grader": g, "graders": {g:
+      {"benchmarks": {b: {"accuracy": <percent>, ...}}}}}``; the primary grader's scores;
+    * the reference trainer's held-out evaluation: ``{"benchmarks": {b: {"accuracy":
+      <fraction>, "n": ...}}}``, converted to percent (a value above 1 is refused, not guessed).
+    """
+    if isinstance(block.get("graders"), dict):
+        g = block.get("primary_grader") or next(iter(block["graders"]))
+        bench = block["graders"][g].get("benchmarks", {})
+        return {b: float(v["accuracy"]) for b, v in bench.items()}, g
+    bench = block.get("benchmarks")
+    if isinstance(bench, dict) and all(isinstance(v, dict) and "accuracy" in v for v in bench.values()):
+        acc = {b: float(v["accuracy"]) for b, v in bench.items()}
+        if any(not 0.0 <= a <= 1.0 for a in acc.values()):
+            raise ValueError(f"{where}: trainer-layout accuracies must be fractions in [0, 1], got {acc}")
+        return {b: 100.0 * a for b, a in acc.items()}, None
+    raise ValueError(f"{where}: unrecognised scores layout (expected 'graders' from repro.eval or "
+                     f"'benchmarks' from the reference trainer), keys {sorted(block)}")
 
 
 def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
-    """Every run's evaluation scores as rows (run, method, seed, task, step, benchmark, accuracy %).
-
-    Accepts ``scores.json`` as ``{"benchmarks": {name: {"acc": x, ...}}, "step": s}``, as
-    ``{name: x}``, or with several evaluations under ``"by_step": {step: <either form>}``.
-    Accuracies in [0, 1] are read as fractions and reported in %. Anything else raises."""
+    """Every run's evaluation scores (``Run.eval_scores``) as rows: run, method, seed, task,
+    step, benchmark, accuracy (%), grader. One evaluation without a step is the run's final
+    checkpoint (its last logged step); several evaluations may sit under ``"by_step": {step:
+    <evaluation>}``. Layouts: see ``_bench_accuracies``; anything else raises."""
     rows = []
     suites = _suites(found, Path(root)) if root is not None else {r: (r.path.name, "") for r in found}
     for run in found:
         sc = run.eval_scores()
         if sc is None:
             continue
+        where = str(run.eval_dir / "scores.json")
+        if not isinstance(sc, dict):
+            raise ValueError(f"{where}: expected a JSON object")
         meta = run.meta()
         cfg = run.config() if run.config_path.exists() else {}
         task = cfg.get("task", {}).get("name") if isinstance(cfg.get("task"), dict) else cfg.get("task")
         run_label, suite = suites[run]
         task = f"{suite}:{task or 'task'}" if suite else task
-        by_step = sc.get("by_step") if isinstance(sc, dict) else None
-        last = sc.get("step") if isinstance(sc, dict) else None
-        if last is None:  # one evaluation without a step: the run's final checkpoint
-            m = run.metrics()
-            last = m[-1]["step"] if m else None
-        items = by_step.items() if isinstance(by_step, dict) else [(last, sc)]
+        if isinstance(sc.get("by_step"), dict):
+            items = list(sc["by_step"].items())
+        else:
+            last = sc.get("step")
+            if last is None:  # one evaluation without a step: the run's final checkpoint
+                m = run.metrics()
+                last = m[-1]["step"] if m else None
+            items = [(last, sc)]
         for step, block in items:
-            bench = block.get("benchmarks", block) if isinstance(block, dict) else None
-            if not isinstance(bench, dict):
-                raise ValueError(f"{run.eval_dir / 'scores.json'}: unrecognised scores layout")
-            for name, v in bench.items():
-                if name in ("average", "avg", "step", "by_step", "meta", "config", "grader"):
-                    continue
-                acc = _acc_of(v)
-                if acc is None:
-                    continue
-                frac = isinstance(v, dict) and "acc" not in v and acc <= 1.0
-                rows.append({"run": run_label, "method": meta.get("method"),
-                             "seed": meta.get("seed"), "task": task or "task",
-                             "step": int(step) if step is not None else None,
-                             "benchmark": name, "accuracy": acc * 100 if frac else acc})
-    return pd.DataFrame(rows, columns=["run", "method", "seed", "task", "step", "benchmark", "accuracy"])
+            accs, grader = _bench_accuracies(block, where)
+            for name, acc in accs.items():
+                rows.append({"run": run_label, "method": meta.get("method"), "seed": meta.get("seed"),
+                             "task": task or "task", "step": int(step) if step is not None else None,
+                             "benchmark": name, "accuracy": acc, "grader": grader})
+    return pd.DataFrame(rows, columns=["run", "method", "seed", "task", "step", "benchmark", "accuracy",
+                                       "grader"])
 
 
 def fig_eval_curves(ev: pd.DataFrame):

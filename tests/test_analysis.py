@@ -85,15 +85,29 @@ def test_eval_frame_formats(tmp_path):
                               "time_s", "clip_ratio")} | {"step": 7, "rollout": 7, "method": "lambda",
                                                           "lambda_grad": None, "entropy": None, "kl": None,
                                                           "grad_norm": None})
-    write_json_atomic(run.eval_dir / "scores.json", {"benchmarks": {"x": {"accuracy": 0.25}, "y": {"acc": 40.0}}})
+    # the reference trainer's layout: fractions
+    write_json_atomic(run.eval_dir / "scores.json", {"benchmarks": {"x": {"accuracy": 0.25, "n": 4}}})
     ev = an.eval_frame([run])
-    assert ev.set_index("benchmark")["accuracy"].to_dict() == {"x": 25.0, "y": 40.0}
+    assert ev.set_index("benchmark")["accuracy"].to_dict() == {"x": 25.0}
     assert set(ev["step"]) == {7}  # no step in the file: the run's last step
-    write_json_atomic(run.eval_dir / "scores.json", {"by_step": {"0": {"x": 10.0}, "40": {"x": 30.0}}})
+    # repro.eval's layout: percent, primary grader
+    write_json_atomic(run.eval_dir / "scores.json", {
+        "primary_grader": "qwen", "graders": {
+            "qwen": {"benchmarks": {"gsm8k": {"accuracy": 40.0}, "aime24": {"accuracy": 3.3}}},
+            "math-verify": {"benchmarks": {"gsm8k": {"accuracy": 41.0}, "aime24": {"accuracy": 3.0}}}}})
+    ev = an.eval_frame([run])
+    assert ev.set_index("benchmark")["accuracy"].to_dict() == {"gsm8k": 40.0, "aime24": 3.3}
+    assert set(ev["grader"]) == {"qwen"}
+    write_json_atomic(run.eval_dir / "scores.json",
+                      {"by_step": {"0": {"benchmarks": {"x": {"accuracy": 0.1}}},
+                                   "40": {"benchmarks": {"x": {"accuracy": 0.3}}}}})
+    assert an.eval_frame([run])["accuracy"].tolist() == pytest.approx([10.0, 30.0])
     assert an.eval_frame([run])["step"].tolist() == [0, 40]
-    write_json_atomic(run.eval_dir / "scores.json", {"benchmarks": [1, 2]})
-    with pytest.raises(ValueError, match="unrecognised"):
-        an.eval_frame([run])
+    # ambiguous or wrong layouts are refused, never guessed
+    for bad in ({"benchmarks": [1, 2]}, {"x": 40.0}, {"benchmarks": {"x": {"accuracy": 40.0}}}):
+        write_json_atomic(run.eval_dir / "scores.json", bad)
+        with pytest.raises(ValueError):
+            an.eval_frame([run])
 
 
 def test_a_wrong_closed_form_is_reported_failing(monkeypatch):
