@@ -1,0 +1,1 @@
+"""Synthetic verifiable tasks for the CPU-scale reproduction (see ``repro.tasks.arith``)."""

@@ -1,0 +1,194 @@
+"""The CPU reference trainer, the synthetic task and the pretraining script (a few steps each)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+
+import pytest
+import torch
+
+from repro.runs import REQUIRED, Run, validate_record
+from repro.tasks import arith
+from repro.trainers import reference
+from repro.trainers.reference import TrainConfig, train
+
+TINY = dict(steps=4, prompts_per_rollout=2, group_size=4, max_new_tokens=16, checkpoint_every=0,
+            eval_problems=8, r=0.3, threads=1)
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for m in ("grpo", "dapo", "dr_grpo", "lambda", "delta_l"):
+        out[m] = train(_cfg(method=m, lr=1e-3, adv_scale="none" if m == "dr_grpo" else "std"),
+                       root / m, progress=False)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the task and tokenizer
+# ----------------------------------------------------------------------------------------------
+def test_solutions_are_correct_and_styles_differ_in_length():
+    rng = random.Random(1)
+    tok = arith.build_tokenizer()
+    for p in arith.sample_problems(50, rng):
+        lens = {}
+        for style in arith.STYLES:
+            text = arith.solution(p, style)
+            # the answer in the box is the true sum, computed independently here
+            assert text.endswith("\\boxed{" + str(sum(p.xs)) + "}")
+            assert arith.classify_style(text) == style
+            ids = arith.encode_response(tok, text)
+            assert tok.decode(ids, skip_special_tokens=True) == text
+            lens[style] = len(ids)
+        assert lens["direct"] < lens["terse"] < lens["verbose"]
+        # every intermediate running sum in a verbose chain is right
+        for step in arith.solution(p, "verbose").split(";")[0].split(","):
+            lhs, rhs = step.split("=")
+            a, b = lhs.split("+")
+            assert int(a) + int(b) == int(rhs)
+
+
+def test_boxed_is_one_token_and_vocab_is_small():
+    tok = arith.build_tokenizer()
+    ids = tok.encode("\\boxed{12}", add_special_tokens=False)
+    assert len(ids) == 4 and tok.convert_ids_to_tokens(ids[0]) == "\\boxed{"
+    assert len(tok) == len(arith.VOCAB) < 32
+
+
+def test_train_and_test_splits_are_disjoint():
+    rng = random.Random(0)
+    train_p = {p.prompt for p in arith.sample_problems(2000, rng, "train")}
+    test_p = {p.prompt for p in arith.sample_problems(300, rng, "test")}
+    assert not train_p & test_p
+    assert all(arith.is_test(arith.Problem(tuple(map(int, q[1:-1].split("+"))))) for q in test_p)
+
+
+def test_budget_variant_cuts_verbose_but_not_terse():
+    tok = arith.build_tokenizer()
+    budget = arith.get_variant("budget").max_new_tokens
+    big = arith.Problem((99, 99, 99))
+    assert len(arith.encode_response(tok, arith.solution(big, "verbose"))) > budget
+    worst = arith.Problem((99, 99, 99, 99, 99))
+    assert len(arith.encode_response(tok, arith.solution(worst, "terse"))) <= budget
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer
+# ----------------------------------------------------------------------------------------------
+def test_every_method_writes_schema_lines(runs):
+    for m, run in runs.items():
+        recs = run.metrics()
+        assert [r["step"] for r in recs] == [1, 2, 3, 4]
+        for r in recs:
+            validate_record(r)
+            assert set(REQUIRED) <= set(r)
+            assert r["method"] == m
+            assert 0 <= r["accuracy"] <= 1 and -1 <= r["reward_mean"] <= 1
+            assert 1 <= r["response_length_mean"] <= r["response_length_max"] <= 16
+            # mean f is 1 for every method whose weights sum to G (all but grpo, dr_grpo)
+            if m in ("dapo", "lambda", "delta_l"):
+                assert math.isclose(r["f_mean"], 1.0, rel_tol=1e-5)
+        assert run.is_done()
+        assert run.eval_scores()["benchmarks"]["sum_heldout"]["n"] == 8
+        assert (run.checkpoints_dir / "latest" / "model.safetensors").is_file()
+
+
+def test_lambda_moves_only_for_lambda(runs):
+    lam = [r["lambda"] for r in runs["lambda"].metrics()]
+    grads = [r["lambda_grad"] for r in runs["lambda"].metrics()]
+    assert any(abs(v) > 1e-6 for v in lam)
+    # SGD lr 0.1 on λ: each step moves λ by -0.1 * grad (independent bookkeeping)
+    prev = 0.0
+    for v, g in zip(lam, grads):
+        assert math.isclose(v, prev - 0.1 * g, rel_tol=1e-5, abs_tol=1e-7)
+        prev = v
+    for m in ("grpo", "dapo", "dr_grpo", "delta_l"):
+        assert all(r["lambda"] == 0.0 and r["lambda_grad"] is None for r in runs[m].metrics())
+
+
+def test_f_spread_matches_length_rule(runs):
+    # dapo: f = 1 exactly; grpo: f = mu/|o| varies unless all lengths are equal
+    assert all(r["f_std"] == 0.0 for r in runs["dapo"].metrics())
+    for r in runs["grpo"].metrics():
+        assert r["f_min"] <= 1.0 + 1e-6 <= r["f_max"] + 2e-6
+
+
+def test_resume_reproduces_next_steps(tmp_path):
+    full = train(_cfg(method="lambda", checkpoint_every=2, lr=1e-3), tmp_path / "a", progress=False)
+    # an interrupted copy: keep only the step-2 checkpoint, then resume
+    b = tmp_path / "b"
+    shutil.copytree(full.path, b, symlinks=True)
+    shutil.rmtree(b / "checkpoints" / "step_000004")
+    os.remove(b / "checkpoints" / "latest")
+    os.symlink("step_000002", b / "checkpoints" / "latest")
+    os.remove(b / "DONE")
+    resumed = train(_cfg(method="lambda", checkpoint_every=2, lr=1e-3), b, resume=True,
+                    progress=False)
+    ra, rb = full.metrics(), resumed.metrics()
+    assert [r["step"] for r in rb] == [1, 2, 3, 4]
+    for x, y in zip(ra[2:], rb[2:]):
+        x, y = dict(x), dict(y)
+        x.pop("time_s"), y.pop("time_s")
+        assert x == y
+    wa = torch.load(full.checkpoints_dir / "step_000004" / "trainer_state.pt", weights_only=False)
+    wb = torch.load(resumed.checkpoints_dir / "step_000004" / "trainer_state.pt", weights_only=False)
+    assert torch.equal(wa["lambda"]["lambda"], wb["lambda"]["lambda"])
+
+
+@pytest.mark.parametrize("kw, exc, words", [
+    (dict(group_size=1), ValueError, "G >= 2"),
+    (dict(r=0.0), ValueError, "r must be"),
+    (dict(r=-0.1), ValueError, "r must be"),
+    (dict(method="ppo"), ValueError, "unknown method"),
+    (dict(task="nope"), ValueError, "unknown task"),
+    (dict(init_checkpoint="/nonexistent/ckpt"), FileNotFoundError, "no config.json"),
+    (dict(group_size=8, r=0.5), ValueError, "can make h"),
+    (dict(ppo_epochs=2, checkpoint_every=3), ValueError, "multiple of ppo_epochs"),
+])
+def test_bad_configs_get_clear_errors(tmp_path, kw, exc, words):
+    with pytest.raises(exc, match=words):
+        train(_cfg(**kw), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x" / "metrics.jsonl").exists()
+
+
+def test_unknown_yaml_key_is_rejected(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("method: dapo\nlearning_rate: 1e-3\n")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_yaml(p)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    files = sorted((Path(reference.__file__).parent.parent / "configs" / "cpu").glob("*.yaml"))
+    assert len(files) >= 10
+    for f in files:
+        cfg = TrainConfig.from_yaml(f).validate()
+        assert f.stem == f"{cfg.task}_{cfg.method}"
+
+
+def test_tiny_run_is_a_valid_run(tmp_path):
+    run = reference.tiny_run(tmp_path / "t", method="dapo", steps=2, seed=3)
+    assert Run(run.path).meta()["seed"] == 3 and len(run.metrics()) == 2
+    assert json.loads((run.path / "DONE").read_text())["steps"] == 2
+
+
+def test_pretrain_script_runs(tmp_path):
+    from repro.trainers import pretrain
+
+    pretrain.main(["--out", str(tmp_path / "p"), "--steps", "2", "--batch-size", "8",
+                   "--eval-problems", "4", "--threads", "1"])
+    info = json.loads((tmp_path / "p" / "pretrain.json").read_text())
+    assert info["steps"] == 2 and info["params"] > 100_000
+    model, tok = reference.load_policy(tmp_path / "p")
+    assert model.config.num_hidden_layers == 2 and len(tok) == len(arith.VOCAB)
