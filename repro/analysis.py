@@ -557,7 +557,8 @@ def fig_lambda_trajectories(df: pd.DataFrame):
 def grad_cov_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per (task, run): Pearson and Spearman correlation between λ's applied gradient and the
     within-group covariance of length and advantage, and the share of steps where their signs
-    are opposite (∂loss/∂λ = -∂J/∂λ ≈ -r·G·cov(z, A)/μ at λ ≈ 0, so opposite signs are expected)."""
+    are opposite. At λ = 0, ∂J/∂λ ≈ (r/Σ|o|)·Σ_i z_i·L_i with L_i = |o_i|·A_i on-policy, whose
+    sign follows cov(length, advantage); the logged ∂loss/∂λ is −∂J/∂λ, so mostly opposite signs."""
     lam = df[(df["method"] == "lambda")].dropna(subset=["lambda_grad", "len_adv_cov"])
     rows = []
     for (task, run), d in lam.groupby(["task", "run"]):
