@@ -24,6 +24,7 @@ COMMAND = "python -m repro.artifacts --runs {runs} --out {out}"
 # files in paper_artifacts/ that other parts of the package write by hand or by other commands
 KNOWN_FILES = {
     "table1_paper.csv": "the paper's Table 1, entered by hand (checked by tests/test_table1.py)",
+    "table1_paper.md": "where table1_paper.csv comes from and how its columns map to the paper",
     "choices.md": "the paper-scale (OpenRLHF) configuration choices, with evidence and alternatives",
     "underspecified.md": "the paper's under-specified points and inconsistencies, with the package's choice for each",
 }
@@ -131,7 +132,7 @@ def _runs_label(found, root: Path) -> str:
         return "none (objective only)"
     names = sorted({str(r.path.relative_to(root)) if r.path.is_relative_to(root) else str(r.path)
                     for r in found})
-    return f"{len(names)} runs under `{root}`" if len(names) > 6 else ", ".join(f"`{n}`" for n in names)
+    return f"{len(names)} runs (see 'Runs used')" if len(names) > 6 else ", ".join(f"`{n}`" for n in names)
 
 
 def objective_artifacts(book: Book) -> None:
@@ -285,7 +286,8 @@ def table1_artifacts(book: Book, found, root: Path, runs_label: str) -> list[str
     return notes
 
 
-def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status: dict, cmd: str) -> None:
+def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status: dict, cmd: str,
+                 runs_shown: str) -> None:
     from repro.runs import git_commit, write_text_atomic
 
     lines = ["# Paper artifacts", "",
@@ -304,7 +306,7 @@ def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status
                          f"{meta.get('seed')} | {m[-1]['step'] if m else 0} | {'yes' if r.is_done() else 'no'} | "
                          f"{'yes' if r.eval_scores() else 'no'} |")
     else:
-        lines.append(f"No runs under `{runs_root}`: only the objective-level artifacts were made. "
+        lines.append(f"No runs under `{runs_shown}`: only the objective-level artifacts were made. "
                      "Run `make demo` (CPU) or a `make reproduce-*` target first.")
     lines += ["", "## Artifacts", "", "| artifact | files | made by | from runs | compared with the paper |",
               "|---|---|---|---|---|"]
@@ -366,7 +368,7 @@ def main(argv=None) -> int:
             if len(df):
                 notes += run_artifacts(book, found, df, label, runs_root)
             else:
-                book.skipped.append(f"run figures: no runs under {runs_root}")
+                book.skipped.append(f"run figures (Figs. 3-5, λ trajectories, f spread): no runs under {a.runs}")
         elif step == "table1":
             notes += table1_artifacts(book, found, root, label)
         elif step == "notebooks":
@@ -384,7 +386,7 @@ def main(argv=None) -> int:
                     nb_status[nb] = f"executed in {time.time() - t0:.0f} s → `notebooks/{nb}`"
                 except Exception as e:  # report, keep going, fail at the end
                     nb_status[nb] = f"**FAILED**: {type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}"
-    write_readme(book, runs_root, found, notes, nb_status, cmd)
+    write_readme(book, runs_root, found, notes, nb_status, cmd, a.runs)
     failed = [k for k, v in nb_status.items() if "FAILED" in v]
     print(f"wrote {sum(len(i.files) for i in book.items)} files and {out / 'README.md'}")
     if failed:

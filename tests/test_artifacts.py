@@ -65,4 +65,4 @@ def test_no_runs_says_so(tmp_path, monkeypatch):
     rc = artifacts.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--no-notebooks"])
     assert rc == 0 and len(calls) == 1
     readme = (tmp_path / "o" / "README.md").read_text()
-    assert "No runs under" in readme and "run figures: no runs under" in readme
+    assert "No runs under" in readme and "run figures (Figs. 3-5, λ trajectories, f spread): no runs under" in readme
