@@ -94,6 +94,46 @@ def _suites(found, root: Path) -> dict:
     return {r: (p.as_posix(), p.parent.as_posix() if len(parents) > 1 else "") for r, p in rel.items()}
 
 
+SEED_ONLY_KEYS = {"seed", "threads", "init_checkpoint", "out", "output_dir"}
+
+
+def config_id(run) -> str:
+    """A short hash of the run's config without its seed (and thread count / paths), so that
+    seeds of one experiment share it."""
+    import hashlib
+    import json
+
+    cfg = run.config() if run.config_path.exists() else {}
+    cfg = {k: v for k, v in (cfg or {}).items() if k not in SEED_ONLY_KEYS}
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def _task_of(run) -> str:
+    cfg = run.config() if run.config_path.exists() else {}
+    t = (cfg or {}).get("task")
+    t = t.get("name") if isinstance(t, dict) else t
+    return str(t if t is not None else run.meta().get("task", "task"))
+
+
+def run_labels(found, root: str | Path) -> dict:
+    """Run -> (run label, task label). The run label is its path relative to ``root``. The task
+    label is the config's task, prefixed by the run's folder when runs sit in several folders
+    ('demo:sum'), and suffixed by a config hash when runs of one (task, method) differ in more
+    than their seed ('sum#1a2b3c'): such runs are different experiments, not seeds, and are
+    never pooled in a seed band."""
+    suites = _suites(found, Path(root))
+    base = {}
+    for r in found:
+        lab, suite = suites[r]
+        base[r] = (lab, f"{suite}:{_task_of(r)}" if suite else _task_of(r), str(r.meta().get("method")),
+                   config_id(r))
+    n_cfg: dict = {}
+    for lab, task, method, cid in base.values():
+        n_cfg.setdefault((task, method), set()).add(cid)
+    return {r: (lab, task if len(n_cfg[(task, method)]) <= 1 else f"{task}#{cid}")
+            for r, (lab, task, method, cid) in base.items()}
+
+
 def runs_by_label(found, root: str | Path) -> dict:
     """``{label: Run}`` with the labels ``load_runs`` puts in its ``run`` column."""
     return {lab: r for r, (lab, _) in _suites(found, Path(root)).items()}
@@ -104,17 +144,14 @@ def load_runs(runs_dir: str | Path):
     the run's path relative to ``runs_dir``; if runs sit in several folders, ``task`` is
     prefixed with the folder ('demo:sum'), so that suites are never pooled."""
     found = runs_mod.find_runs(runs_dir)
-    suites = _suites(found, Path(runs_dir))
+    labels = run_labels(found, runs_dir)
     frames = []
     for r in found:
         f = r.metrics_frame()
         if not len(f):
             continue
-        label_, suite = suites[r]
-        f["run"] = label_
-        f["task"] = f["task"].fillna("task").astype(str)
-        if suite:
-            f["task"] = suite + ":" + f["task"]
+        f["run"], f["task"] = labels[r]
+        f["config_id"] = config_id(r)
         frames.append(f)
     df = pd.concat(frames, ignore_index=True) if frames else runs_mod.load_metrics([])
     if len(df):
@@ -677,7 +714,9 @@ def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
     checkpoint (its last logged step); several evaluations may sit under ``"by_step": {step:
     <evaluation>}``. Layouts: see ``_bench_accuracies``; anything else raises."""
     rows = []
-    suites = _suites(found, Path(root)) if root is not None else {r: (r.path.name, "") for r in found}
+    if root is None and found:
+        root = os.path.commonpath([str(r.path.resolve().parent) for r in found])
+    labels = run_labels(found, root or ".")
     for run in found:
         sc = run.eval_scores()
         if sc is None:
@@ -686,10 +725,7 @@ def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
         if not isinstance(sc, dict):
             raise ValueError(f"{where}: expected a JSON object")
         meta = run.meta()
-        cfg = run.config() if run.config_path.exists() else {}
-        task = cfg.get("task", {}).get("name") if isinstance(cfg.get("task"), dict) else cfg.get("task")
-        run_label, suite = suites[run]
-        task = f"{suite}:{task or 'task'}" if suite else task
+        run_label, task = labels[run]
         if isinstance(sc.get("by_step"), dict):
             items = list(sc["by_step"].items())
         else:

@@ -210,6 +210,8 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
                  "evaluated, at the steps they evaluated.")
     # where methods differ by more than the seed spread (computed, per task and metric)
     for task, d in summ.groupby("task"):
+        if d["method"].nunique() < 2:
+            continue
         for col in [c for c in summ.columns if c.endswith(" mean") and "λ" not in c]:
             base = col[:-5]
             sd = d[f"{base} std"].fillna(0)

@@ -1,5 +1,6 @@
 """repro.analysis against independent computations (numpy, written out here)."""
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -153,3 +154,15 @@ def test_suites_are_kept_apart(tmp_path):
     # a single folder: plain task names and run names
     found1, df1 = an.load_runs(tmp_path / "demo")
     assert list(df1["task"].unique()) == ["sum"] and list(df1["run"].unique()) == ["sum_lambda_s0"]
+
+
+def test_different_configs_are_not_pooled_as_seeds(tmp_path):
+    a = synthetic_runs(tmp_path / "a", tasks=("sum",), methods=("lambda",), seeds=(0, 1), steps=4)
+    b = synthetic_runs(tmp_path / "b", tasks=("sum",), methods=("lambda",), seeds=(0,), steps=4, r=0.5)
+    found, df = an.load_runs(tmp_path / "a")
+    assert df["task"].unique().tolist() == ["sum"]  # seeds of one config share a task label
+    shutil.copytree(b[0].path, tmp_path / "a" / "r05")  # same folder, another r: another experiment
+    found, df = an.load_runs(tmp_path / "a")
+    labels = df.groupby("run")["task"].first().to_dict()
+    assert labels["sum_lambda_s0"] == labels["sum_lambda_s1"] != labels["r05"]
+    assert sorted(an.method_summary(df)["seeds"]) == [1, 2]
