@@ -50,8 +50,11 @@ reproduce-cpu: venv
 pretrain: venv
 	$(VPY) -m repro.trainers.pretrain
 
-reproduce-1.5b reproduce-3b reproduce-7b: venv
-	$(VPY) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
+# Paper scale: run inside the GPU environment of environment.yml (conda activate lambda-grpo-gpu),
+# whose python is GPU_PY. DRY_RUN=1 needs no GPU and uses the CPU .venv instead.
+GPU_PY ?= python
+reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
+	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
