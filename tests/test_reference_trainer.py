@@ -167,6 +167,16 @@ def test_unknown_yaml_key_is_rejected(tmp_path):
         TrainConfig.from_yaml(p)
 
 
+def test_yaml_numbers_without_dot_are_numbers(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("method: dapo\nlr: 1e-4\nsteps: 3\n")  # YAML 1.1 reads 1e-4 as a string
+    cfg = TrainConfig.from_yaml(p)
+    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float)
+    p.write_text("lr: fast\n")
+    with pytest.raises(ValueError, match="must be a number"):
+        TrainConfig.from_yaml(p)
+
+
 def test_shipped_configs_load():
     from pathlib import Path
 

@@ -139,7 +139,18 @@ class TrainConfig:
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        out = {}
+        for k, v in d.items():
+            typ = type(known[k].default)
+            if typ is float and isinstance(v, (int, str)) and not isinstance(v, bool):
+                try:
+                    v = float(v)  # YAML reads "1e-4" (no dot) as a string
+                except ValueError:
+                    raise ValueError(f"config key {k!r} must be a number, got {v!r}") from None
+            elif typ in (int, float) and not isinstance(v, (int, float)) or isinstance(v, bool) and typ is not bool:
+                raise ValueError(f"config key {k!r} must be a number, got {v!r}")
+            out[k] = v
+        return cls(**out)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "TrainConfig":
@@ -248,7 +259,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                                      "init_checkpoint": cfg.checkpoint_path})
     model.train()
     P, G, B = cfg.prompts_per_rollout, cfg.group_size, cfg.prompts_per_rollout * cfg.group_size
-    eval_set = sample_problems(cfg.eval_problems, random.Random(cfg.eval_seed), "test")
+    eval_set = sample_problems(max(cfg.eval_problems, cfg.eval_every_problems if cfg.eval_every else 0),
+                               random.Random(cfg.eval_seed), "test")
     t0 = time.time() - elapsed0
     bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.task}/{cfg.method}/s{cfg.seed}",
                disable=not progress, dynamic_ncols=True)
@@ -331,7 +343,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     summary = {"steps": step, "rollouts": rollout, "lambda": lam.value,
                "wall_s": round(time.time() - t0, 1)}
     if cfg.eval_problems:
-        ev = evaluate(model, tok, eval_set, max_new_tokens=cfg.budget)
+        ev = evaluate(model, tok, eval_set[:cfg.eval_problems], max_new_tokens=cfg.budget)
         write_eval(run, ev, cfg)
         summary["eval_accuracy"] = ev["accuracy"]
     run.mark_done(summary)

@@ -116,6 +116,8 @@ def generate(model, tok, problems: list[Problem], *, n: int = 1, max_new_tokens:
 @torch.no_grad()
 def evaluate(model, tok, problems: list[Problem], *, max_new_tokens: int, batch_size: int = 250) -> dict:
     """Greedy accuracy on ``problems`` with the paper's reward rule; plus length and style mix."""
+    if not problems:
+        raise ValueError("evaluate() needs at least one problem")
     rewards, lengths, trunc, styles = [], [], [], []
     by_k: dict[int, list[float]] = {}
     for i in range(0, len(problems), batch_size):
