@@ -526,9 +526,19 @@ def _scale(metric: str) -> float:
     return 100.0 if metric in PERCENT_METRICS else 1.0
 
 
+def _smooth(b: pd.DataFrame, w: int) -> pd.DataFrame:
+    if w <= 1:
+        return b
+    b = b.copy()
+    for c in ("mean", "min", "max"):
+        b[c] = b[c].rolling(w, center=True, min_periods=1).mean()
+    return b
+
+
 def fig_metric_bands(df: pd.DataFrame, metrics: Sequence[str], methods: Sequence[str] | None = None,
-                     title: str = ""):
-    """One panel per (task, metric): the mean over seeds per method, with a min-max band."""
+                     title: str = "", smooth: int | None = None):
+    """One panel per (task, metric): the mean over seeds per method, with a min-max band,
+    both as a centred rolling mean over ``smooth`` logged points (default: 1/40 of the steps)."""
     import matplotlib.pyplot as plt
 
     tasks = sorted(df["task"].unique())
@@ -539,12 +549,14 @@ def fig_metric_bands(df: pd.DataFrame, metrics: Sequence[str], methods: Sequence
     fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(3.6 * len(metrics), 2.9 * len(tasks)),
                              squeeze=False)
     for i, task in enumerate(tasks):
+        dt = df[df["task"] == task]
+        w = smooth if smooth is not None else max(1, int(round(dt["step"].nunique() / 40)))
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
-            band = seed_band(df[df["task"] == task], metric)
+            band = seed_band(dt, metric)
             k = _scale(metric)
             for m in methods:
-                b = band[band["method"] == m]
+                b = _smooth(band[band["method"] == m].sort_values("step"), w)
                 if not len(b):
                     continue
                 n = int(b["n_seeds"].max())
@@ -555,7 +567,7 @@ def fig_metric_bands(df: pd.DataFrame, metrics: Sequence[str], methods: Sequence
                                     alpha=0.2, lw=0)
             ax.set_xlabel("optimizer step")
             ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=8)
-            ax.set_title(f"{task}", fontsize=9)
+            ax.set_title(f"{task}" + (f" (rolling mean, {w} points)" if w > 1 else ""), fontsize=9)
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
     if title:
