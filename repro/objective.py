@@ -325,6 +325,7 @@ class LossOutput:
     kl: torch.Tensor | None  # mean per-token KL (k3) over the micro-batch, if ref_logp was given
     entropy: torch.Tensor | None  # mean per-token entropy over the micro-batch, if given
     ppo_kl: torch.Tensor | None = None  # mean log(π_old/π) over the micro-batch's tokens
+    surrogate_sums: torch.Tensor | None = None  # L_i = Σ_t min(ρA, clip(ρ)A) per sample [N] (detached)
 
 
 def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, method: str,
@@ -426,7 +427,7 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
         _raise_nonfinite(on, logp=logp, old_logp=old_logp, advantages=adv, **extra)
     clip_frac = (clipped & on).sum().to(logp.dtype) / n_tok
     return LossOutput(loss=loss, weights=f.detach(), clip_fraction=clip_frac.detach(), kl=kl_mean,
-                      entropy=ent_mean, ppo_kl=ppo_kl)
+                      entropy=ent_mean, ppo_kl=ppo_kl, surrogate_sums=L.detach())
 
 
 def _raise_nonfinite(on: torch.Tensor, **tensors) -> None:

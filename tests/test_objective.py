@@ -501,3 +501,16 @@ def test_nan_lambda_gradient_refused():
     with pytest.raises(ValueError, match="lambda gradient"):
         lam.step()
     assert lam.value == 0.0
+
+
+def test_surrogate_sums_are_the_written_out_L():
+    b = make_group_batch(n_groups=2, G=4, T=7, seed=11)
+    adv = O.eq3_group_advantages(b["rewards"]).flatten()
+    a = O_adv_reference(b["rewards"])
+    out = O.policy_loss(b["logp"], b["old"], adv, b["mask"], b["group_lengths"], b["index"],
+                        method="dapo", denominator=2.0)
+    for i in range(8):
+        want = sum(ref_token_surrogate(float(b["logp"][i, t]), float(b["old"][i, t]),
+                                       a[i // 4][i % 4], 0.2, 0.2)
+                   for t in range(int(b["mask"][i].sum())))
+        assert float(out.surrogate_sums[i]) == pytest.approx(want, rel=1e-12)
