@@ -61,7 +61,7 @@ def _cmd(out: Path, task: str, method: str, seed: int, overrides: dict, resume: 
     return cmd + (["--resume"] if resume else [])
 
 
-def run_all(root: Path, jobs_list, overrides: dict, n_jobs: int, total_steps: int) -> None:
+def run_all(root: Path, jobs_list, overrides: dict, n_jobs: int, total_steps: int) -> int:
     """Run the (task, method, seed) jobs ``n_jobs`` at a time; one progress bar for all."""
     pending = []
     for task, method, seed in jobs_list:
@@ -75,6 +75,7 @@ def run_all(root: Path, jobs_list, overrides: dict, n_jobs: int, total_steps: in
 
             shutil.rmtree(out)
         pending.append((out, _cmd(out, task, method, seed, overrides, resume)))
+    n_launched = len(pending)
     bar = tqdm(total=total_steps * len(jobs_list), desc="all runs", unit="step", dynamic_ncols=True)
     running: list[tuple[Path, subprocess.Popen, object]] = []
     logs = root / "logs"
@@ -111,6 +112,7 @@ def run_all(root: Path, jobs_list, overrides: dict, n_jobs: int, total_steps: in
     bar.close()
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed: {failed}; logs in {logs}")
+    return n_launched
 
 
 def eval_base(root: Path, tasks: list[str], n_problems: int, eval_seed: int) -> dict:
@@ -198,18 +200,19 @@ def table(rows: list[dict], base: dict) -> tuple[str, str, list[dict]]:
         return fmt.format(v) + ("" if math.isnan(ci) else " ± " + fmt.format(ci))
 
     md = ["| task | method | seeds | held-out acc (%) | gain over start (pp) | eval length | "
-          "verbose share | train length | entropy | final λ |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "verbose share | train length | entropy | final λ | cov(len, A) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in sorted({a["task"] for a in agg}):
         b = base[task]
         md.append(f"| {task} | start checkpoint | – | {100 * b['accuracy']:.1f} | – | "
-                  f"{b['response_length_mean']:.1f} | {b['style_share']['verbose']:.2f} | – | – | – |")
+                  f"{b['response_length_mean']:.1f} | {b['style_share']['verbose']:.2f} | – | – | – | – |")
         for a in [a for a in agg if a["task"] == task]:
             md.append(f"| {task} | {METHOD_NAMES.get(a['method'], a['method'])} | {a['seeds']} | "
                       f"{pm(a, 'eval_accuracy', 100)} | {pm(a, 'eval_gain', 100)} | "
                       f"{pm(a, 'eval_length')} | {pm(a, 'eval_verbose_share', 1, '{:.2f}')} | "
                       f"{pm(a, 'train_length')} | {pm(a, 'train_entropy', 1, '{:.3f}')} | "
-                      f"{pm(a, 'final_lambda', 1, '{:.3f}')} |")
+                      f"{pm(a, 'final_lambda', 1, '{:.3f}')} | "
+                      f"{pm(a, 'len_adv_cov_mean', 1, '{:+.2f}')} |")
     return "\n".join(md) + "\n", csv, agg
 
 
@@ -320,7 +323,7 @@ def main(argv=None) -> None:
     t0 = time.time()
     print(f"{len(jobs)} runs ({a.jobs} at a time), {steps} steps each, "
           f"held-out eval on {n_eval} problems -> {root}")
-    run_all(root, jobs, overrides, a.jobs, steps)
+    launched = run_all(root, jobs, overrides, a.jobs, steps)
     tasks = sorted({t for t, _, _ in jobs})
     base = eval_base(root, tasks, n_eval, TrainConfig().eval_seed)
     rows = [r for r in summarise(root, base) if (r["task"], r["method"], r["seed"]) in set(jobs)]
@@ -328,9 +331,15 @@ def main(argv=None) -> None:
     cmp = comparisons(rows)
     wall = time.time() - t0
     cmd = "python -m repro.demo " + " ".join(argv if argv is not None else sys.argv[1:])
+    train_min = sum(r["wall_s"] or 0 for r in rows) / 60
     text = (f"# CPU reproduction results\n\nCommand: `{cmd}`  \nWall time of this invocation: "
-            f"{wall / 60:.1f} min.  \nHeld-out accuracy: greedy decoding on {n_eval} test-split "
-            f"problems; ± is the 95% t-interval across seeds (none with one seed).\n\n" + md)
+            f"{wall / 60:.1f} min ({launched} of {len(jobs)} runs trained in it, {a.jobs} at a time; "
+            f"the rest reused).  \nSum of the runs' own training wall times: {train_min:.1f} min.  \nHeld-out accuracy: greedy decoding on {n_eval} test-split "
+            f"problems; ± is the 95% t-interval across seeds (none with one seed).  \n"
+            f"Columns: eval length and verbose share are on the held-out set (greedy); train length "
+            f"and entropy are means over the last 20 training steps; cov(len, A) is the run's mean "
+            f"within-group covariance of response length and advantage, the quantity λ follows.\n\n"
+            + md)
     if cmp:
         text += "\n## Differences against DAPO (Welch 95% interval across seeds)\n\n" + cmp
     write_text_atomic(root / "results.md", text)

@@ -153,6 +153,7 @@ def test_resume_reproduces_next_steps(tmp_path):
     (dict(init_checkpoint="/nonexistent/ckpt"), FileNotFoundError, "no config.json"),
     (dict(group_size=8, r=0.5), ValueError, "can make h"),
     (dict(ppo_epochs=2, checkpoint_every=3), ValueError, "multiple of ppo_epochs"),
+    (dict(device="cuda"), ValueError, "CPU only"),
 ])
 def test_bad_configs_get_clear_errors(tmp_path, kw, exc, words):
     with pytest.raises(exc, match=words):

@@ -84,7 +84,7 @@ class TrainConfig:
     eval_problems: int = 500  # held-out problems for the final greedy evaluation
     eval_seed: int = 12345
     threads: int = 0  # torch threads (0: leave torch's default)
-    device: str = "cpu"
+    device: str = "cpu"  # only "cpu" is implemented
     grader: str = "simple"
     notes: str = field(default="")
 
@@ -117,6 +117,9 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be >= 0 and a "
                              f"multiple of ppo_epochs ({self.ppo_epochs}): checkpoints fall on "
                              f"rollout boundaries")
+        if self.device != "cpu":
+            raise ValueError(f"device {self.device!r}: this trainer runs on CPU only so far "
+                             f"(moving the model and rollout tensors to a GPU is not implemented)")
         if self.max_new_tokens < 0 or self.eval_problems < 0 or self.kl_coef < 0:
             raise ValueError("max_new_tokens, eval_problems and kl_coef must be >= 0")
         ckpt = Path(self.checkpoint_path)
