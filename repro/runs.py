@@ -264,12 +264,12 @@ class Run:
         write_json_atomic(self.done_path, summary or {})
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop metrics lines after ``last_step`` (used when resuming from a checkpoint)."""
-        if not self.metrics_path.exists():
-            return
-        keep = [r for r in read_jsonl(self.metrics_path) if r["step"] <= last_step]
-        write_text_atomic(self.metrics_path,
-                          "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        """Drop metrics (and recorded-group) lines after ``last_step``, for a resume from the
+        checkpoint of that step."""
+        for path in (self.metrics_path, self.groups_path):
+            if path.exists():
+                keep = [r for r in read_jsonl(path) if r["step"] <= last_step]
+                write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
     # reading -----------------------------------------------------------------------------
     def config(self) -> dict:

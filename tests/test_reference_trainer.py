@@ -115,6 +115,24 @@ def test_lambda_moves_only_for_lambda(runs):
         assert all(r["lambda"] == 0.0 and r["lambda_grad"] is None for r in runs[m].metrics())
 
 
+def test_recorded_groups_reproduce_the_lambda_gradient_through_eq20(tmp_path):
+    """End to end: with every group recorded, minus the mean of Eq. 20 over the step's groups
+    (closed form, on the lengths and surrogate sums the trainer saw) is the λ gradient the
+    trainer applied (group scope; KL and entropy do not depend on λ)."""
+    from repro.objective import eq20_lambda_grad
+
+    run = train(_cfg(method="lambda", lr=1e-3, record_groups=2, kl_coef=0.01), tmp_path / "g",
+                progress=False)
+    groups = run.groups()
+    assert [g["step"] for g in groups] == [1, 1, 2, 2, 3, 3, 4, 4]
+    for rec in run.metrics():
+        gs = [g for g in groups if g["step"] == rec["step"]]
+        lens = torch.tensor([g["lengths"] for g in gs], dtype=torch.float64)
+        L = torch.tensor([g["L"] for g in gs], dtype=torch.float64)
+        closed = -float(eq20_lambda_grad(lens, L, gs[0]["lambda"], gs[0]["r"]).mean())
+        assert math.isclose(closed, rec["lambda_grad"], rel_tol=1e-4, abs_tol=1e-7)
+
+
 def test_f_spread_matches_length_rule(runs):
     # dapo: f = 1 exactly; grpo: f = mu/|o| varies unless all lengths are equal
     assert all(r["f_std"] == 0.0 for r in runs["dapo"].metrics())
@@ -142,6 +160,7 @@ def test_resume_reproduces_next_steps(tmp_path):
     wa = torch.load(full.checkpoints_dir / "step_000004" / "trainer_state.pt", weights_only=False)
     wb = torch.load(resumed.checkpoints_dir / "step_000004" / "trainer_state.pt", weights_only=False)
     assert torch.equal(wa["lambda"]["lambda"], wb["lambda"]["lambda"])
+    assert [g["step"] for g in resumed.groups()] == [g["step"] for g in full.groups()]
 
 
 @pytest.mark.parametrize("kw, exc, words", [

@@ -86,6 +86,7 @@ class TrainConfig:
     threads: int = 0  # torch threads (0: leave torch's default)
     device: str = "cpu"  # only "cpu" is implemented
     grader: str = "simple"
+    record_groups: int = 2  # whole groups per step written to groups.jsonl (Eq. 20 on real data)
     notes: str = field(default="")
 
     def validate(self) -> "TrainConfig":
@@ -120,8 +121,8 @@ class TrainConfig:
         if self.device != "cpu":
             raise ValueError(f"device {self.device!r}: this trainer runs on CPU only so far "
                              f"(moving the model and rollout tensors to a GPU is not implemented)")
-        if self.max_new_tokens < 0 or self.eval_problems < 0 or self.kl_coef < 0:
-            raise ValueError("max_new_tokens, eval_problems and kl_coef must be >= 0")
+        if self.max_new_tokens < 0 or self.eval_problems < 0 or self.kl_coef < 0 or self.record_groups < 0:
+            raise ValueError("max_new_tokens, eval_problems, kl_coef and record_groups must be >= 0")
         ckpt = Path(self.checkpoint_path)
         if not (ckpt / "config.json").is_file():
             raise FileNotFoundError(f"init_checkpoint {ckpt} has no config.json: not a model "
@@ -307,8 +308,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             grad_norm = float(torch.nn.utils.clip_grad_norm_(
                 model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
             opt.step()
+            lam_used = lam.value  # the λ this step's weights were computed with
             lam_grad = lam.step() if cfg.method == "lambda" else None
             step += 1
+            L = out.surrogate_sums.view(P, G)
+            for g in range(min(cfg.record_groups, P)):
+                run.log_group(step=step, lam=lam_used, r=cfg.r, lengths=lengths[g].tolist(),
+                              L=L[g].tolist(), method=cfg.method, sigma=cfg.sigma)
             # 5. metrics -------------------------------------------------------------------
             f = out.weights
             rec = {
