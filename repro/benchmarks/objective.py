@@ -47,7 +47,8 @@ def dapo_token_mean(logp, old, adv, mask, eps=0.2):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=40, help="interleaved pairs of timings")
+    ap.add_argument("--inner", type=int, default=5, help="calls per timing (evens out jitter)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = ap.parse_args(argv)
@@ -80,14 +81,16 @@ def main(argv=None):
         times = {}
         for fn in order:
             t0 = time.perf_counter()
-            fn()
-            times[fn] = time.perf_counter() - t0
+            for _ in range(args.inner):
+                fn()
+            times[fn] = (time.perf_counter() - t0) / args.inner
         tb.append(times[run_base])
         tl.append(times[run_lambda])
         ratios.append(times[run_lambda] / times[run_base])
     N, T = b["logp"].shape
     print(f"objective fwd+bwd, {N} responses x {T} tokens ({int(b['mask'].sum())} response "
-          f"tokens), {args.dtype}, {torch.get_num_threads()} threads, {args.reps} interleaved pairs")
+          f"tokens), {args.dtype}, {torch.get_num_threads()} threads, {args.reps} interleaved pairs "
+          f"of {args.inner} calls each")
     print(f"  DAPO token-mean : median {statistics.median(tb) * 1e3:8.2f} ms")
     print(f"  lambda-GRPO     : median {statistics.median(tl) * 1e3:8.2f} ms")
     print(f"  ratio lambda/DAPO: median {statistics.median(ratios):.3f} "
