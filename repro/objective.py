@@ -146,7 +146,7 @@ def _lambda_weights(t: torch.Tensor, lam, r: float, sigma: str) -> torch.Tensor:
     g = eq15_g(h, lam)
     # softmax over each group; taken along dim 0 of the transpose, which is several times
     # faster on CPU than along a short last dim (same numbers)
-    return h.shape[-1] * torch.softmax(g.t(), dim=0).t()
+    return h.shape[-1] * torch.softmax(g.transpose(-1, -2), dim=-2).transpose(-1, -2)
 
 
 # ----------------------------------------------------------------------------------------------
