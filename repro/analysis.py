@@ -576,16 +576,22 @@ def fig_metric_bands(df: pd.DataFrame, metrics: Sequence[str], methods: Sequence
     return fig
 
 
-def fig_lambda_trajectories(df: pd.DataFrame):
-    """λ against step: one thin line per run, the mean over seeds, and the min-max band."""
+def _lambda_task_panels(lam: pd.DataFrame, what: str, height: float = 3.6):
+    """One panel per task for the λ-GRPO rows ``lam``; raises if there are none."""
     import matplotlib.pyplot as plt
 
-    lam = df[df["method"] == "lambda"]
     if not len(lam):
-        raise ValueError("no λ-GRPO runs (method 'lambda') in these runs")
+        raise ValueError(f"no λ-GRPO {what} in these runs")
     tasks = sorted(lam["task"].unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), height), squeeze=False)
+    return tasks, fig, axes[0]
+
+
+def fig_lambda_trajectories(df: pd.DataFrame):
+    """λ against step: one thin line per run, the mean over seeds, and the min-max band."""
+    lam = df[df["method"] == "lambda"]
+    tasks, fig, axes = _lambda_task_panels(lam, "runs (method 'lambda')")
+    for ax, task in zip(axes, tasks):
         d = lam[lam["task"] == task]
         for run, rd in d.groupby("run"):
             ax.plot(rd["step"], rd["lambda"], color="tab:green", lw=0.7, alpha=0.5)
@@ -622,14 +628,9 @@ def grad_cov_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def fig_grad_vs_cov(df: pd.DataFrame):
-    import matplotlib.pyplot as plt
-
     lam = df[df["method"] == "lambda"].dropna(subset=["lambda_grad", "len_adv_cov"])
-    if not len(lam):
-        raise ValueError("no λ-GRPO steps with lambda_grad and len_adv_cov")
-    tasks = sorted(lam["task"].unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    tasks, fig, axes = _lambda_task_panels(lam, "steps with lambda_grad and len_adv_cov", 3.8)
+    for ax, task in zip(axes, tasks):
         d = lam[lam["task"] == task]
         sc = ax.scatter(d["len_adv_cov"], d["lambda_grad"], c=d["step"], s=10, cmap="viridis")
         ax.axhline(0, color="grey", lw=0.8, ls=":")
@@ -644,14 +645,9 @@ def fig_grad_vs_cov(df: pd.DataFrame):
 
 def fig_f_spread(df: pd.DataFrame):
     """The spread of f over training for λ-GRPO: min, max and std of f per step (seed mean)."""
-    import matplotlib.pyplot as plt
-
     lam = df[df["method"] == "lambda"]
-    if not len(lam):
-        raise ValueError("no λ-GRPO runs (method 'lambda') in these runs")
-    tasks = sorted(lam["task"].unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    tasks, fig, axes = _lambda_task_panels(lam, "runs (method 'lambda')")
+    for ax, task in zip(axes, tasks):
         d = lam[lam["task"] == task]
         for metric, color in (("f_max", "tab:red"), ("f_min", "tab:blue")):
             b = seed_band(d, metric, by=("task",))
