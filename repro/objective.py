@@ -194,7 +194,7 @@ def dr_grpo_weights(lengths, **_) -> torch.Tensor:
 @register_method("lambda")
 def lambda_weights(lengths, *, lam=0.0, r: float = 1 / 9, sigma: str = "sample", **_) -> torch.Tensor:
     """f = G·softmax(h^λ) (Eq. 11-16), λ learnable."""
-    return _lambda_weights(check_lengths(lengths), lam, r, sigma)
+    return eq16_lambda_weights(lengths, lam, r, sigma)
 
 
 @register_method("delta_l")
@@ -282,6 +282,19 @@ def eq7_unified_objective(method: str, lengths, L, *, lam=0.0, r: float = 1 / 9,
         raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
     f = token_weights(method, t, lam=lam, r=r, alpha=alpha, sigma=sigma)
     return (f * L).sum(dim=-1) / total
+
+
+def within_group_cov(x, y) -> torch.Tensor:
+    """Sample covariance (ddof 1, the σ convention above) of ``x`` and ``y`` within each group of
+    ``[groups, G]``; shape ``[groups]``. With x = lengths and y = advantages (or L_i) this is the
+    quantity whose sign ∂J/∂λ takes at λ = 0 (to first order in r); the metrics log its mean."""
+    x = _as_float(x, "x")
+    y = _as_float(y, "y", x.dtype)
+    if x.shape != y.shape or x.dim() != 2 or x.shape[1] < 2:
+        raise ValueError(f"x and y must both be [groups, G >= 2], got {tuple(x.shape)}, {tuple(y.shape)}")
+    xc = x - x.mean(dim=-1, keepdim=True)
+    yc = y - y.mean(dim=-1, keepdim=True)
+    return (xc * yc).sum(dim=-1) / (x.shape[1] - 1)
 
 
 def eq20_lambda_grad(lengths, L, lam, r: float = 1 / 9, sigma: str = "sample") -> torch.Tensor:
@@ -405,10 +418,10 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
         raise ValueError(f"advantages must be [N] or [N, T], got {tuple(adv.shape)}")
 
     gl = _as_float(group_lengths, "group_lengths", logp.dtype)
+    if gl.shape[:1] != (N,):
+        raise ValueError(f"group_lengths has shape {tuple(gl.shape)}: expected {N} rows, one per sample")
     idx = torch.as_tensor(index, dtype=torch.long)
     f = sample_weights(method, gl, idx, lam=lam, r=r, alpha=alpha, sigma=sigma)  # checks gl, idx
-    if gl.shape[0] != N:
-        raise ValueError(f"group_lengths has {gl.shape[0]} rows for {N} samples")
     n_tok_row = maskf.sum(dim=1)
     if not torch.equal(gl.gather(1, idx.view(-1, 1)).squeeze(1), n_tok_row):
         raise ValueError("mask lengths disagree with group_lengths[i, index[i]]: a sample's own "

@@ -50,7 +50,7 @@ REQUIRED: dict[str, tuple[type, str]] = {
     "response_length_mean": (float, "mean response length in tokens"),
     "response_length_max": (float, "longest response in tokens"),
     "truncated_rate": (float, "share of responses cut at the max length"),
-    "len_adv_cov": (float, "mean over groups of the within-group covariance of length and advantage"),
+    "len_adv_cov": (float, "mean over groups of the within-group sample covariance (ddof 1) of length and advantage"),
     "entropy": (float, "mean per-token entropy of the policy on its rollouts"),
     "kl": (float, "mean per-token KL to the reference policy (k3)"),
     "clip_ratio": (float, "share of tokens whose surrogate was clipped"),

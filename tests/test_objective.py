@@ -514,3 +514,12 @@ def test_surrogate_sums_are_the_written_out_L():
                                        a[i // 4][i % 4], 0.2, 0.2)
                    for t in range(int(b["mask"][i].sum())))
         assert float(out.surrogate_sums[i]) == pytest.approx(want, rel=1e-12)
+
+
+def test_within_group_cov_is_the_sample_covariance():
+    x, y = [3.0, 8.0, 1.0, 4.0], [0.5, -1.0, 2.0, 0.0]
+    mx, my = ref_mean(x), ref_mean(y)
+    want = sum((a - mx) * (b - my) for a, b in zip(x, y)) / 3
+    assert float(O.within_group_cov(torch.tensor([x]), torch.tensor([y]))[0]) == pytest.approx(want)
+    with pytest.raises(ValueError, match="G >= 2"):
+        O.within_group_cov(torch.tensor([[1.0]]), torch.tensor([[2.0]]))

@@ -110,7 +110,7 @@ def test_rollout_stats_against_direct_computation():
     covs = []
     for g in range(2):
         L, A_ = lengths[g * 3:(g + 1) * 3].float(), adv[g * 3:(g + 1) * 3]
-        covs.append(float(((L - L.mean()) * (A_ - A_.mean())).mean()))
+        covs.append(float(((L - L.mean()) * (A_ - A_.mean())).sum()) / (3 - 1))  # sample cov
     assert st["lgrpo/len_adv_cov"] == pytest.approx(sum(covs) / 2)
 
 

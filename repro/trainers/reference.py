@@ -42,7 +42,8 @@ import yaml
 from tqdm import tqdm
 
 from repro.objective import (METHODS, SCOPES, SIGMA_CONVENTIONS, LearnableLambda,
-                             eq3_group_advantages, policy_loss, step_denominator)
+                             eq3_group_advantages, policy_loss, step_denominator,
+                             within_group_cov)
 from repro.reward import CORRECT, reward
 from repro.runs import Run, write_json_atomic, write_text_atomic
 from repro.tasks.arith import classify_style, get_variant, sample_problems
@@ -288,8 +289,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         with torch.no_grad():
             old_logp, _ = response_logp(model, ro)
             ref_logp = response_logp(ref, ro)[0] if ref is not None else None
-        lc = lengths - lengths.mean(-1, keepdim=True)
-        len_adv_cov = float(((lc * (adv - adv.mean(-1, keepdim=True))).sum(-1) / (G - 1)).mean())
+        len_adv_cov = float(within_group_cov(lengths, adv).mean())
         styles = [classify_style(t) for t in ro.texts]
         # 4. PPO epochs: one optimizer step each -------------------------------------------
         for epoch in range(cfg.ppo_epochs):

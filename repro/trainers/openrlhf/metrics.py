@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from repro.objective import within_group_cov
+
 # status key (as produced by the stock trainer + our extensions) -> schema field
 _DIRECT = {
     "rollout/reward_mean": "reward_mean",
@@ -89,7 +91,7 @@ def rollout_stats(experiences, group_size: int) -> dict:
     order[idx] = torch.arange(idx.numel())
     L = lengths[order].view(-1, group_size)
     A = adv[order].view(-1, group_size)
-    cov = ((L - L.mean(1, keepdim=True)) * (A - A.mean(1, keepdim=True))).mean(1)
+    cov = within_group_cov(L, A)
     return {
         "lgrpo/accuracy": float((rewards == 1.0).float().mean()),
         "lgrpo/response_length_max": float(lengths.max()),
