@@ -52,3 +52,16 @@ def test_simple_grader_never_raises():
 def test_unknown_grader():
     with pytest.raises(ValueError, match="unknown grader"):
         get_grader("nope")
+
+
+def test_reward_takes_a_grader_callable():
+    seen = []
+
+    def grade(pred, gold):
+        seen.append((pred, gold))
+        return pred == "7"
+
+    assert reward(r"\boxed{7}", "x", grader=grade) == 1.0
+    assert reward(r"\boxed{8}", "x", grader=grade) == -0.5
+    assert reward("no box", "x", grader=grade) == -1.0
+    assert seen == [("7", "x"), ("8", "x")]  # never called without a box

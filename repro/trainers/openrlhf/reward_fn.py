@@ -23,8 +23,7 @@ import threading
 import torch
 
 from repro.grading import get_grader
-from repro.grading.extract import last_boxed
-from repro.reward import CORRECT, NO_BOX, WRONG_BOXED
+from repro.reward import CORRECT, NO_BOX, reward
 
 log = logging.getLogger("repro.reward_fn")
 if not log.handlers:
@@ -88,13 +87,17 @@ def score_one(query: str, prompt: str, label, *, grader_name: str | None = None,
     try:
         if not isinstance(label, str):
             raise TypeError(f"label must be a string, got {type(label).__name__}")
-        box = last_boxed(response_text(query, prompt))
-        if box is None or box.strip() == "":
-            return NO_BOX, "no_box"
-        ok = grade_with_timeout(get_grader(grader_name), box, label, timeout_s)
-        if ok is None:
-            return WRONG_BOXED, "timeout"
-        return (CORRECT if ok else WRONG_BOXED), "ok"
+        grader = get_grader(grader_name)
+        timed_out = False
+
+        def grade(pred: str, gold: str) -> bool:
+            nonlocal timed_out
+            ok = grade_with_timeout(grader, pred, gold, timeout_s)
+            timed_out = ok is None
+            return bool(ok)  # a timed-out answer is boxed but not shown correct: -0.5
+
+        r = reward(response_text(query, prompt), label, grader=grade)
+        return r, ("no_box" if r == NO_BOX else "timeout" if timed_out else "ok")
     except Exception as e:  # noqa: BLE001 - any failure is the -1 reward, logged
         log.warning("reward failed (%s: %s); giving %s", type(e).__name__, e, NO_BOX)
         return NO_BOX, "error"
