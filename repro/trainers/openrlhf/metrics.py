@@ -12,6 +12,7 @@ import math
 import torch
 
 from repro.objective import within_group_cov
+from repro.trainers.openrlhf.weighting import as_groups, response_lengths, rollout_positions
 
 # status key (as produced by the stock trainer + our extensions) -> schema field
 _DIRECT = {
@@ -79,19 +80,13 @@ def rollout_stats(experiences, group_size: int) -> dict:
     """Statistics of a whole rollout batch that the stock trainer does not report: accuracy
     (share of +1 rewards), longest response, and the mean over groups of the within-group
     covariance of response length and advantage (the sign of λ's first-order gradient)."""
-    import itertools
-
     rewards = torch.cat([e.info["reward"].reshape(-1).float() for e in experiences])
-    lengths = torch.cat([e.action_mask.reshape(e.action_mask.shape[0], -1).sum(-1).float() for e in experiences])
+    lengths = response_lengths(experiences)
     # per-sample advantage: sequence-level for the group estimators (constant over tokens)
     adv = torch.cat([(e.advantages * e.action_mask).sum(-1).float()
-                     / e.action_mask.sum(-1).clamp_min(1).float() for e in experiences])
-    idx = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
-    order = torch.empty_like(idx)
-    order[idx] = torch.arange(idx.numel())
-    L = lengths[order].view(-1, group_size)
-    A = adv[order].view(-1, group_size)
-    cov = within_group_cov(L, A)
+                     / e.action_mask.sum(-1).clamp_min(1).float() for e in experiences]).cpu()
+    idx = rollout_positions(experiences, group_size)
+    cov = within_group_cov(as_groups(lengths, idx, group_size), as_groups(adv, idx, group_size))
     return {
         "lgrpo/accuracy": float((rewards == 1.0).float().mean()),
         "lgrpo/response_length_max": float(lengths.max()),

@@ -52,18 +52,13 @@ GROUP_POS_KEY = "lgrpo_group_pos"  # [B] long: the sample's position in its grou
 # ----------------------------------------------------------------------------------------------
 # 1. the experience extension
 # ----------------------------------------------------------------------------------------------
-def attach_group_info(experiences, group_size: int) -> None:
-    """Attach group lengths and positions to each Experience's ``info`` (in place).
-
-    ``experiences`` are OpenRLHF ``Experience`` batches after ``compute_advantages_and_returns``:
-    ``experience.index`` lists each row's position in rollout order, where the G samples of a
-    prompt are consecutive (the same layout OpenRLHF's group statistics use). A response's length
-    is its number of action tokens (``action_mask.sum(-1)``), the count the loss normalises by.
-    """
+def rollout_positions(experiences, group_size: int) -> torch.Tensor:
+    """Each row's position in rollout order (``experience.index``, concatenated over the
+    batches), where the G samples of a prompt are consecutive (the layout OpenRLHF's group
+    statistics use). Checked to be a permutation of 0..N-1 with N a multiple of G."""
     G = int(group_size)
     if G < 2:
         raise ValueError(f"group size (n_samples_per_prompt) must be >= 2, got {G}")
-    exp_len = [len(e.index) for e in experiences]
     idx = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
     n = idx.numel()
     if n == 0:
@@ -72,13 +67,34 @@ def attach_group_info(experiences, group_size: int) -> None:
         raise ValueError(f"{n} samples do not form whole groups of {G}")
     if not torch.equal(torch.sort(idx).values, torch.arange(n)):
         raise ValueError("experience indices are not a permutation of 0..N-1: cannot rebuild groups")
-    lens = torch.cat([e.action_mask.reshape(e.action_mask.shape[0], -1).sum(-1) for e in experiences])
-    lens = lens.to("cpu", torch.float32)
-    by_rollout = torch.empty(n, dtype=torch.float32)
-    by_rollout[idx] = lens
-    groups = by_rollout.view(-1, G)
+    return idx
+
+
+def response_lengths(experiences) -> torch.Tensor:
+    """Each row's number of action tokens, the count the loss normalises by (rows as given)."""
+    return torch.cat([e.action_mask.reshape(e.action_mask.shape[0], -1).sum(-1)
+                      for e in experiences]).to("cpu", torch.float32)
+
+
+def as_groups(values: torch.Tensor, positions: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Per-row ``values`` rearranged into ``[groups, G]`` in rollout order."""
+    by_rollout = torch.empty_like(values)
+    by_rollout[positions] = values
+    return by_rollout.view(-1, group_size)
+
+
+def attach_group_info(experiences, group_size: int) -> None:
+    """Attach group lengths and positions to each Experience's ``info`` (in place).
+
+    ``experiences`` are OpenRLHF ``Experience`` batches after ``compute_advantages_and_returns``;
+    ``experience.index`` lists each row's position in rollout order (``rollout_positions``).
+    """
+    G = int(group_size)
+    idx = rollout_positions(experiences, G)
+    groups = as_groups(response_lengths(experiences), idx, G)
     per_sample = groups[idx // G]  # [N, G] in the experiences' row order
     pos = idx % G
+    exp_len = [len(e.index) for e in experiences]
     for e, gl, p in zip(experiences, per_sample.split(exp_len), pos.split(exp_len)):
         e.info[GROUP_LEN_KEY] = gl.clone()
         e.info[GROUP_POS_KEY] = p.clone()
