@@ -24,16 +24,18 @@ Normalisation (``scope``)
 OpenRLHF 0.11.2's token-mean divides the per-token loss by the token count of the whole
 optimizer-step window, summed over DP ranks (``aggregate_loss``). With the wrapper the step loss is
 
-    batch scope:  -(1/T_step) Σ_i f_i L_i                        (default; λ = 0 is stock DAPO)
+    batch scope:  -(1/T_step) Σ_i f_i L_i                        (λ = 0 is stock DAPO)
 
 which is ``repro.objective.policy_loss(scope="batch", denominator=T_step)``. The paper's Eq. 7
-divides each group by its own Σ|o|. ``scope="group"`` gives exactly
+divides each group by its own Σ|o|. ``scope="group"`` (the paper configs) gives exactly
 
     group scope:  -(G/N_step) Σ_i f_i L_i / Σ_{j in group(i)} |o_j|
 
-(``policy_loss(scope="group", denominator=N_step/G)``; N_step/G is the number of groups when the
-step holds whole groups) by scaling f_i with T_step·G / (N_step·Σ_group|o|), from the window
-totals OpenRLHF already passes to the loss.
+(``policy_loss(scope="group", denominator=N_step/G)``) by scaling f_i with T_step·G /
+(N_step·Σ_group|o|), from the window totals OpenRLHF already passes to the loss. N_step/G is the
+number of groups in the step, and the loss is Eq. 7 averaged over them, because every optimizer
+step holds whole groups: section 4 (``GroupShuffleSampler``, used by ``patches.py``) and the
+launcher's layout check. See paper_artifacts/choices.md, "normaliser of the step".
 """
 from __future__ import annotations
 
