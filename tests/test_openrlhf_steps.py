@@ -473,3 +473,48 @@ def test_the_uncut_last_batch_hangs_stock_openrlhf_and_is_refused_by_the_patch(m
     # the package: every rank refuses before its first step, with the reason
     with pytest.raises(ValueError, match="not a whole number of optimizer steps"):
         run_batch("1.5b", "grpo", 75, monkeypatch, patched=True, timeout=3.0)
+    import openrlhf.trainer.ray.ppo_actor as pa
+
+    assert pa.DataLoader is torch.utils.data.DataLoader  # the stand-in is gone after ppo_train, also on error
+
+
+def test_group_shuffle_sampler_and_its_refusals():
+    from openrlhf.trainer.ppo_utils.experience import split_experience_batch
+
+    from repro.trainers.openrlhf.weighting import (
+        GROUP_ID_KEY,
+        GroupShuffleSampler,
+        attach_group_info,
+        check_step_layout,
+        group_members,
+    )
+
+    _, args, _ = config_args("1.5b", "dapo")
+    samples, _ = synthetic_rollout(6, 8, 1)
+    exps = experience_maker(args).split_rollout_samples(samples)
+    attach_group_info(exps, 8)
+    items = [it for e in exps for it in split_experience_batch(e)]
+    order = list(range(len(items)))
+    random.Random(0).shuffle(order)
+    items = [items[i] for i in order]  # groups found by their id, not by where they sit
+    groups = group_members(items)
+    assert [sorted(int(items[r].sequences[0]) for r in g) for g in groups] == \
+        [list(range(p * 8, (p + 1) * 8)) for p in range(6)]
+    torch.manual_seed(0)
+    sampler = GroupShuffleSampler(groups)
+    passes = [list(sampler), list(sampler)]
+    for rows in passes:
+        assert sorted(rows) == list(range(48)) and len(rows) == len(sampler)
+        blocks = [rows[k:k + 8] for k in range(0, 48, 8)]
+        assert sorted(sorted(b) for b in blocks) == sorted(sorted(g) for g in groups)  # whole groups, together
+    assert passes[0] != passes[1]  # a new group order each epoch
+    with pytest.raises(ValueError, match="partial group"):
+        group_members(items[:-1])
+    items[0].info.pop(GROUP_ID_KEY)
+    with pytest.raises(KeyError, match="not patched"):
+        group_members(items)
+    check_step_layout(48, 8, 3, 8)
+    with pytest.raises(ValueError, match="not a multiple of the group size"):
+        check_step_layout(48, 4, 1, 8)
+    with pytest.raises(ValueError, match="whole number of optimizer steps"):
+        check_step_layout(40, 8, 3, 8)
