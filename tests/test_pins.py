@@ -227,3 +227,15 @@ def test_the_resolver_refuses_the_old_pins(tmp_path):
     bad.write_text((REPO / "environment.in").read_text().replace("tokenizers==0.22.2", "tokenizers==0.23.0"))
     res = _compile(bad)
     assert res.returncode != 0 and "tokenizers==0.23.0" in res.stderr, res.stderr
+
+
+def test_environment_yml_step_one_resolves_within_the_lock(tmp_path):
+    """What `conda env create` installs with pip (torch and flash-attn's build tools, under the
+    lock as constraints) resolves, and to the lock's versions."""
+    step1 = tmp_path / "condaenv.requirements.txt"
+    pip = next(d["pip"] for d in env_yml()["dependencies"] if isinstance(d, dict))
+    step1.write_text("\n".join(s for s in pip if not s.startswith("-c")) + "\n")
+    res = _compile(step1, "-c", str(LOCK))
+    assert res.returncode == 0, res.stderr
+    got, lock = _pin_map(res.stdout.splitlines()), gpu_pins()
+    assert "torch" in got and {n: v for n, v in got.items() if lock.get(n) != v} == {}
