@@ -24,6 +24,17 @@ PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_star
 STUCK = "10^{10^{10}}"  # the qwen grader's sympy call on this runs for minutes inside C code
 
 
+_loaded = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pools():
+    yield
+    while _loaded:  # stop the workers each loaded copy of the file started
+        for pool in _loaded.pop()._pools.values():
+            pool.close()
+
+
 def load_reward_file(monkeypatch, **env):
     for k in ("LGRPO_GRADER", "LGRPO_GRADER_TIMEOUT", "LGRPO_GRADER_WORKERS"):
         monkeypatch.delenv(k, raising=False)
@@ -32,6 +43,7 @@ def load_reward_file(monkeypatch, **env):
     spec = importlib.util.spec_from_file_location("reward_func", REWARD_FILE)  # as OpenRLHF does
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    _loaded.append(mod)
     return mod
 
 
