@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv demo test bench data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain clean
+.PHONY: venv lock gpu-install demo test bench data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain clean
 
 venv: $(STAMP)
 
@@ -19,10 +19,29 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	# torch first, pinned: with no torch present a bare requirement would pull a multi-GB CUDA build.
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e '.[cpu,test,openrlhf-cpu]'
+	$(VPY) -m pip install -q -e '.[cpu,test,openrlhf-cpu,lock]'
 	# OpenRLHF's pure-torch pieces for the CPU tests; --no-deps: its requirements pull CUDA-only wheels.
 	$(VPY) -m pip install -q --no-deps $(OPENRLHF_NODEPS)
 	rm -f $(VENV)/.installed-* && touch $@
+
+# The GPU set's lock: environment.in -> environment.lock.txt (linux x86_64, Python 3.11), resolved
+# by uv (pinned in pyproject's lock extra) from PyPI metadata only: nothing is built or installed.
+# --exclude-newer makes it repeatable; move LOCK_DATE forward to take newer releases.
+# tests/test_pins.py re-resolves with these flags in `make test` (needs PyPI, as CI has).
+LOCK_DATE := 2026-12-02T00:00:00Z
+LOCK_FLAGS := --python-platform x86_64-manylinux_2_28 --python-version 3.11 --exclude-newer $(LOCK_DATE)
+lock: venv
+	$(VENV)/bin/uv pip compile environment.in $(LOCK_FLAGS) --custom-compile-command 'make lock' -q -o environment.lock.txt
+	@echo "environment.lock.txt: $$(grep -c '^[a-z0-9].*==' environment.lock.txt) packages"
+
+# Steps 2 and 3 of the GPU install (environment.yml's header), inside the activated environment.
+FLASH_ATTN := $(shell grep -m1 '^flash-attn==' environment.lock.txt)
+gpu-install:
+	$(GPU_PY) -m repro.trainers.openrlhf.preflight --target gpu-install --no-packages
+	$(GPU_PY) -m pip install --no-build-isolation $(FLASH_ATTN) -c environment.lock.txt
+	$(GPU_PY) -m pip install -r environment.lock.txt
+	$(GPU_PY) -m pip install --no-deps -e .
+	$(GPU_PY) -m pip check
 
 # The main job: a CPU-scale run of GRPO, DAPO and λ-GRPO on the package's own model and task.
 demo: venv
@@ -53,7 +72,10 @@ pretrain: venv
 # Paper scale: run inside the GPU environment of environment.yml (conda activate lambda-grpo-gpu),
 # whose python is GPU_PY. DRY_RUN=1 needs no GPU and uses the CPU .venv instead.
 GPU_PY ?= python
+PREFLIGHT = @command -v $(GPU_PY) >/dev/null || { echo "make $@: no '$(GPU_PY)' on PATH: conda activate lambda-grpo-gpu (environment.yml) or set GPU_PY" >&2; exit 2; }; \
+	$(GPU_PY) -m repro.trainers.openrlhf.preflight --target $@
 reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
+	$(if $(DRY_RUN),,$(PREFLIGHT))
 	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
 
 clean:

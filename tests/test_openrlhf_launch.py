@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import logging
 import math
 import subprocess
 import sys
-import threading
 import time
 import types
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,6 @@ from openrlhf_cpu import use_stubs  # noqa: E402
 use_stubs()
 
 from repro import runs  # noqa: E402
-from repro.grading import GRADERS, register_grader  # noqa: E402
 from repro.trainers.openrlhf import reproduce  # noqa: E402
 from repro.trainers.openrlhf.cli_check import OpenRLHFArgError, known_flags, parse_train_ppo_ray  # noqa: E402
 from repro.trainers.openrlhf.metrics import record_from_status, rollout_stats  # noqa: E402
@@ -133,76 +128,6 @@ def test_controller_writes_one_line_per_rollout(tmp_path, monkeypatch):
     assert [r["step"] for r in run.metrics()] == [8]
     with pytest.raises(RuntimeError, match="λ state"):
         t.lgrpo_prepare_resume({"global_step": 3})
-
-
-# ----------------------------------------------------------------------------------------------
-# the reward file, loaded the way OpenRLHF loads it
-# ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def reward_mod():
-    @register_grader("test-slow")
-    def _slow(pred, gold):
-        time.sleep(3.0)
-        return True
-
-    @register_grader("test-boom")
-    def _boom(pred, gold):
-        raise RuntimeError("grader exploded")
-
-    spec = importlib.util.spec_from_file_location("reward_func_module", REWARD_FILE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
-    GRADERS.pop("test-slow", None)
-    GRADERS.pop("test-boom", None)
-
-
-PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 6*7?\n"
-          "Please reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
-          "<|im_start|>assistant\n")
-
-TABLE = [  # response, label, grader, reward, status
-    ("6*7 = 42, so \\boxed{42}.<|im_end|>", "42", "simple", 1.0, "ok"),
-    ("It is \\boxed{41}<|im_end|>", "42", "simple", -0.5, "ok"),
-    ("The answer is 42.<|im_end|>", "42", "simple", -1.0, "no_box"),  # the prompt's \boxed{} is not counted
-    ("\\boxed{}<|endoftext|>", "42", "simple", -1.0, "no_box"),
-    ("first \\boxed{1} then \\boxed{42}", "42", "simple", 1.0, "ok"),  # the last box counts
-    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}", "simple", 1.0, "ok"),  # nested braces
-    ("\\boxed{42}", "42", "test-slow", -0.5, "timeout"),
-    ("\\boxed{42}", "42", "test-boom", -1.0, "error"),
-    ("\\boxed{42}", None, "simple", -1.0, "error"),  # no label
-]
-
-
-@pytest.mark.parametrize("resp,label,grader,reward,status", TABLE)
-def test_reward_table(reward_mod, caplog, resp, label, grader, reward, status):
-    with caplog.at_level(logging.WARNING, logger="repro.reward_fn"):
-        t0 = time.time()
-        got = reward_mod.score_one(PROMPT + resp, PROMPT, label, grader_name=grader, timeout_s=0.3)
-    assert got == (reward, status)
-    assert time.time() - t0 < 2.0  # the timeout holds
-    if status in ("timeout", "error"):
-        assert any(("timed out" if status == "timeout" else "reward failed") in r.getMessage()
-                   for r in caplog.records)
-
-
-def test_reward_func_from_worker_threads(reward_mod, monkeypatch, caplog):
-    """OpenRLHF calls reward_func with asyncio.to_thread: the timeout must work off the main thread."""
-    monkeypatch.setenv("LGRPO_GRADER", "test-slow")
-    monkeypatch.setenv("LGRPO_GRADER_TIMEOUT", "0.3")
-    assert threading.current_thread() is threading.main_thread()
-    t0 = time.time()
-    with ThreadPoolExecutor(4) as ex:
-        outs = list(ex.map(lambda _: reward_mod.reward_func([PROMPT + "\\boxed{42}"], [PROMPT], ["42"]), range(4)))
-    assert time.time() - t0 < 2.5
-    for o in outs:
-        assert o["rewards"].tolist() == [-0.5] and o["scores"].tolist() == [0.0]
-        assert o["extra_logs"]["grader_timeout"].tolist() == [1.0]
-    monkeypatch.setenv("LGRPO_GRADER", "simple")
-    o = reward_mod.reward_func([PROMPT + "\\boxed{42}", PROMPT + "no box"], [PROMPT, PROMPT], ["42", "42"])
-    assert o["rewards"].tolist() == [1.0, -1.0] and o["scores"].tolist() == [1.0, 0.0]
-    with pytest.raises(ValueError):
-        reward_mod.reward_func(["a"], [], [])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -205,3 +205,81 @@ def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, wor
         if bar is not None:
             bar.close()
     return results  # type: ignore[return-value]
+
+
+class GradingPool:
+    """Long-lived workers for callers that grade one item at a time, from many threads at once
+    (OpenRLHF's reward file, called through ``asyncio.to_thread`` once per sample).
+
+    Same guarantees as ``grade_many`` (each item in a worker process; past ``timeout`` the worker
+    is killed and replaced and the item is flagged ``"timeout"``), without paying a worker start
+    per call. ``grade`` blocks while all workers are busy; the deadline starts when the item
+    reaches a worker. An unknown grader raises ``ValueError`` here, at construction.
+    """
+
+    def __init__(self, grader: str, *, workers: int = 2, timeout: float = DEFAULT_TIMEOUT_S,
+                 start_method: str | None = None):
+        import queue
+
+        if timeout <= 0 or workers < 1:
+            raise ValueError("timeout must be > 0 and workers >= 1")
+        resolve(grader, None)  # fail fast on an unknown grader
+        self.grader, self.timeout = grader, float(timeout)
+        self._ctx = _context(start_method)
+        if self._ctx.get_start_method() == "fork":
+            warm_up(grader)
+        # a None entry is a worker to (re)start on its next use, so a failed restart never
+        # loses a place in the pool
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(workers):
+            self._free.put(None)
+        self._n = workers
+
+    def grade(self, pred: str, gold: str, benchmark: str | None = None) -> GradeResult:
+        slot, keep = self._free.get(), None
+        try:
+            if slot is None:
+                slot = _Slot(self._ctx, self.grader)
+            t = time.perf_counter()
+            try:
+                slot.parent.send((0, pred, gold, benchmark))
+                if slot.parent.poll(self.timeout):
+                    _, ok, flag, sec = slot.parent.recv()
+                    keep = slot
+                    return GradeResult(ok, flag, sec)
+                flag = "timeout"
+            except (EOFError, OSError):
+                flag = "crash"
+            return GradeResult(False, flag, time.perf_counter() - t)
+        finally:
+            if keep is None and slot is not None:
+                slot.kill()  # timed out, crashed or interrupted: its place restarts on next use
+            self._free.put(keep)
+
+    def start(self) -> "GradingPool":
+        """Start every worker now (else each starts on first use): a worker that cannot start
+        raises here."""
+        places = [self._free.get() for _ in range(self._n)]
+        try:
+            for i, s in enumerate(places):
+                if s is None:
+                    places[i] = _Slot(self._ctx, self.grader)
+        finally:
+            for s in places:
+                self._free.put(s)
+        return self
+
+    def close(self) -> None:
+        import queue
+
+        for _ in range(self._n):
+            try:
+                s = self._free.get(timeout=self.timeout + 5)
+            except queue.Empty:
+                break
+            if s is not None:
+                try:
+                    s.parent.send(None)
+                except OSError:
+                    pass
+                s.kill()

@@ -42,6 +42,7 @@ import openrlhf.trainer.ray.ppo_actor as _ppo_actor_mod
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
 
+from repro.trainers.openrlhf.checkpoints import rotate_hf_checkpoints
 from repro.trainers.openrlhf.metrics import record_from_status, rollout_stats
 from repro.trainers.openrlhf.settings import LambdaSettings
 from repro.trainers.openrlhf.weighting import (
@@ -129,7 +130,17 @@ class _LambdaPolicyModelActorBase(STOCK_POLICY_ACTOR.__ray_actor_class__):
     def save_checkpoint(self, tag, client_states=None, metric_value=None, metric_key=None):
         client_states = dict(client_states or {})
         client_states[LambdaTrainerMixin.STATE_KEY] = self.trainer.lgrpo_state()
-        return super().save_checkpoint(tag, client_states, metric_value=metric_value, metric_key=metric_key)
+        out = super().save_checkpoint(tag, client_states, metric_value=metric_value, metric_key=metric_key)
+        rotate_saved_hf(self.strategy)  # the stock code never removes {tag}_hf folders
+        return out
+
+
+def rotate_saved_hf(strategy) -> None:
+    """Keep the ``{tag}_hf`` folders within ``ckpt.max_num`` (``checkpoints``), on rank 0 only."""
+    args = strategy.args
+    if getattr(args.ckpt, "save_hf", False) and strategy.is_rank_0():
+        for d in rotate_hf_checkpoints(args.ckpt.path, int(args.ckpt.max_num)):
+            strategy.print(f"Deleted HF checkpoint {d} (ckpt.max_num={args.ckpt.max_num})")
 
 
 LambdaPolicyModelActor = ray.remote(num_gpus=1)(_LambdaPolicyModelActorBase)

@@ -5,14 +5,17 @@ it from worker threads (``asyncio.to_thread``), one sample at a time. ``query`` 
 prompt + response. The reward is the paper's rule (``repro.reward``): +1 correct, -0.5 wrong but
 boxed, -1 no ``\\boxed{}``, graded by the package's grader (env ``LGRPO_GRADER``, default ``qwen``).
 
-Failure handling (never a silent ``None``, which OpenRLHF would turn into a missing reward):
+Settings, read when OpenRLHF loads this file (once per engine actor, at the start of the run):
+``LGRPO_GRADER`` (default ``qwen``), ``LGRPO_GRADER_TIMEOUT`` seconds per answer (default 10),
+``LGRPO_GRADER_WORKERS`` grading processes per actor (default 4). A grader that cannot be
+resolved, or a bad number, raises here, so the run stops at start instead of giving every sample
+-1 (OpenRLHF turns an exception inside ``reward_func`` into a logged line and no reward).
 
-* the grader runs in a daemon thread with a timeout (``LGRPO_GRADER_TIMEOUT`` seconds, default
-  10). Signal-based timeouts (``signal.alarm``, what OpenRLHF's and many sympy helpers use) only
-  work on the main thread; a thread join works on any thread. A timed-out answer has a box, so it
-  gets the wrong-but-boxed reward -0.5, and a warning is logged. The stuck thread cannot be
-  killed; it is a daemon, and the number still running is logged.
-* any exception (in extraction, grading, or bad input) gives -1 and a logged warning.
+Each answer is graded in a worker process of ``repro.grading.pool.GradingPool``: a stuck sympy
+call (``10^{10^{10}}``) is killed at its deadline with its process, and never holds the actor's
+GIL. A timed-out answer has a box, so it gets the wrong-but-boxed reward -0.5, flagged
+``grader_timeout``; a grader error, a crashed worker or bad input gives -1, flagged
+``grader_error``; both are logged as warnings.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import threading
 
 import torch
 
-from repro.grading import get_grader
+from repro.grading.pool import GradingPool
 from repro.reward import CORRECT, NO_BOX, reward
 
 log = logging.getLogger("repro.reward_fn")
@@ -34,11 +37,45 @@ if not log.handlers:
 
 DEFAULT_GRADER = "qwen"
 DEFAULT_TIMEOUT_S = 10.0
-_stuck_lock = threading.Lock()
-_stuck_threads: list[threading.Thread] = []
+DEFAULT_WORKERS = 4
 
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 _ASSISTANT = "<|im_start|>assistant"
+
+
+def settings_from_env(env=os.environ) -> tuple[str, float, int]:
+    """(grader, timeout_s, workers) from the environment; a clear error for bad values."""
+    grader = env.get("LGRPO_GRADER", DEFAULT_GRADER)
+    try:
+        timeout_s = float(env.get("LGRPO_GRADER_TIMEOUT", DEFAULT_TIMEOUT_S))
+        workers = int(env.get("LGRPO_GRADER_WORKERS", DEFAULT_WORKERS))
+    except ValueError as e:
+        raise ValueError(f"reward_fn: LGRPO_GRADER_TIMEOUT / LGRPO_GRADER_WORKERS: {e}") from None
+    if not timeout_s > 0 or workers < 1:
+        raise ValueError(f"reward_fn: need LGRPO_GRADER_TIMEOUT > 0 and LGRPO_GRADER_WORKERS >= 1, "
+                         f"got {timeout_s} and {workers}")
+    return grader, timeout_s, workers
+
+
+_pools: dict[tuple[str, float], GradingPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(grader: str, timeout_s: float, workers: int = DEFAULT_WORKERS) -> GradingPool:
+    """The process pool for ``grader`` (one per grader and timeout, started on first use)."""
+    key = (grader, float(timeout_s))
+    with _pools_lock:
+        if key not in _pools:
+            try:
+                _pools[key] = GradingPool(grader, workers=workers, timeout=timeout_s)
+            except ValueError as e:
+                raise ValueError(f"reward_fn: LGRPO_GRADER={grader!r}: {e}") from None
+        return _pools[key]
+
+
+# At load: resolve the grader and start its workers (an unknown grader stops the run here).
+GRADER, TIMEOUT_S, WORKERS = settings_from_env()
+pool_for(GRADER, TIMEOUT_S, WORKERS).start()
 
 
 def response_text(query: str, prompt: str) -> str:
@@ -54,50 +91,27 @@ def response_text(query: str, prompt: str) -> str:
     return resp
 
 
-def grade_with_timeout(grader, pred: str, gold: str, timeout_s: float) -> bool | None:
-    """``grader(pred, gold)`` in a daemon thread. Returns None on timeout; re-raises its error."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["ok"] = bool(grader(pred, gold))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            out["err"] = e
-
-    t = threading.Thread(target=run, name="repro-grader", daemon=True)
-    t.start()
-    t.join(timeout_s)
-    if t.is_alive():
-        with _stuck_lock:
-            _stuck_threads[:] = [x for x in _stuck_threads if x.is_alive()] + [t]
-            n = len(_stuck_threads)
-        log.warning("grader timed out after %.1fs on %r (gold %r); %d grader thread(s) still running",
-                    timeout_s, pred[:80], gold[:80], n)
-        return None
-    if "err" in out:
-        raise out["err"]
-    return out["ok"]
-
-
 def score_one(query: str, prompt: str, label, *, grader_name: str | None = None,
               timeout_s: float | None = None) -> tuple[float, str]:
     """Reward of one sample and what happened: ``ok`` | ``no_box`` | ``timeout`` | ``error``."""
-    grader_name = grader_name or os.environ.get("LGRPO_GRADER", DEFAULT_GRADER)
-    timeout_s = float(timeout_s if timeout_s is not None else os.environ.get("LGRPO_GRADER_TIMEOUT", DEFAULT_TIMEOUT_S))
     try:
+        pool = pool_for(grader_name or GRADER, TIMEOUT_S if timeout_s is None else timeout_s, WORKERS)
         if not isinstance(label, str):
             raise TypeError(f"label must be a string, got {type(label).__name__}")
-        grader = get_grader(grader_name)
-        timed_out = False
+        flags = []
 
         def grade(pred: str, gold: str) -> bool:
-            nonlocal timed_out
-            ok = grade_with_timeout(grader, pred, gold, timeout_s)
-            timed_out = ok is None
-            return bool(ok)  # a timed-out answer is boxed but not shown correct: -0.5
+            res = pool.grade(pred, gold)
+            flags.append(res.flagged)
+            if res.flagged == "timeout":
+                log.warning("grader %r timed out after %.1fs on %r (gold %r); its worker was killed",
+                            pool.grader, pool.timeout, pred[:80], gold[:80])
+            elif res.flagged:
+                raise RuntimeError(f"grading {res.flagged} on {pred[:80]!r}")
+            return res.correct  # a timed-out answer is boxed but not shown correct: -0.5
 
         r = reward(response_text(query, prompt), label, grader=grade)
-        return r, ("no_box" if r == NO_BOX else "timeout" if timed_out else "ok")
+        return r, ("no_box" if r == NO_BOX else "timeout" if "timeout" in flags else "ok")
     except Exception as e:  # noqa: BLE001 - any failure is the -1 reward, logged
         log.warning("reward failed (%s: %s); giving %s", type(e).__name__, e, NO_BOX)
         return NO_BOX, "error"
