@@ -1,0 +1,175 @@
+"""One data-parallel rank of the real-engine test (tests/test_openrlhf_engine.py).
+
+The package's policy actor (``_LambdaPolicyModelActorBase``: OpenRLHF's ``PolicyModelActor`` + λ)
+is built by its stock ``init_model_from_pretrained`` around a tiny Qwen2 made from a config: the
+real ``DeepspeedStrategy`` and DeepSpeed engine (ZeRO-2, bf16, CPU accelerator, gloo) and the
+real ``LambdaActorPPOTrainer``. Each rollout goes the way the PPO trainer sends it:
+
+    canned vLLM responses -> SamplesGenerator._process_response_into_experience (stock)
+    -> LambdaExperienceMaker.split_rollout_samples (stock) -> old log-probs by the actor's
+    stock ``forward`` on this rank's chunk -> LambdaExperienceMaker.compute_advantages_and_returns
+    -> ``execute_batch("append", ...)`` with RayActorGroup.async_run_method_batch's chunking
+    -> ``fit`` (the stock ``ppo_train``: replay-buffer DataLoader, shuffle, window normalisers)
+
+Every micro-batch the loss sees is recorded (a forward pre-hook on the trainer's loss: the
+current log-probs, old log-probs, advantages, mask and group info, and which optimizer step it
+belongs to), so the test recomputes λ from ``repro.objective`` whatever the shuffle order.
+
+Phase ``train`` runs ROLLOUTS rollouts and saves a checkpoint (stock ``save_checkpoint``, λ in
+DeepSpeed's client_states) after SAVE_AFTER of them. Phase ``resume`` starts a fresh actor with
+``--ckpt.load_enable`` (stock checkpoint load, λ restored) and runs the remaining rollouts.
+
+usage: python openrlhf_engine_worker.py RANK WORLD PORT WORKDIR PHASE
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+P, G, ROLLOUTS, SAVE_AFTER = 3, 4, 3, 2
+MICRO_ROLLOUT, MICRO_TRAIN, TRAIN_BATCH, EPOCHS = 3, 2, 12, 2
+LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="batch")
+MAX_LEN = 64
+
+
+def openrlhf_argv(pretrain: str, ckpt: str, world: int, load: bool) -> list[str]:
+    argv = ["--actor.model_name_or_path", pretrain, "--ds.attn_implementation", "eager",
+            "--ds.zero_stage", "2", "--ds.param_dtype", "bf16",
+            "--actor.num_nodes", "1", "--actor.num_gpus_per_node", str(world),
+            "--train.micro_batch_size", str(MICRO_TRAIN), "--train.batch_size", str(TRAIN_BATCH),
+            "--train.max_epochs", str(EPOCHS), "--train.seed", "7",
+            "--rollout.batch_size", str(P), "--rollout.n_samples_per_prompt", str(G),
+            "--rollout.micro_batch_size", str(MICRO_ROLLOUT), "--rollout.max_new_tokens", "16",
+            "--algo.advantage.estimator", "group_norm", "--algo.kl.init_coef", "0",
+            "--actor.loss_agg_mode", "token-mean", "--actor.adam.lr", "3e-3", "--actor.lr_warmup_ratio", "0",
+            "--actor.lr_scheduler", "constant", "--vllm.num_engines", "0", "--vllm.sync_backend", "gloo",
+            "--ckpt.path", ckpt, "--ckpt.max_num", "2"]
+    return argv + (["--ckpt.load_enable"] if load else [])
+
+
+def canned_responses(rollout: int, vocab: int = 20):
+    """What ``vllm_engine.generate_responses`` hands back for P prompts x G samples: token ids
+    of prompt + response, the response span, and the reward-file result. Deterministic per
+    rollout; response lengths vary a lot, so the two ranks get uneven token counts."""
+    import random
+
+    rnd = random.Random(1000 + rollout)
+    out = []
+    for p in range(P):
+        prompt = [rnd.randrange(3, vocab) for _ in range(rnd.randint(3, 6))]
+        for i in range(G):
+            n = rnd.randint(2, 14)
+            resp = [rnd.randrange(3, vocab) for _ in range(n - 1)] + [2]  # ends with eos
+            reward = [1.0, -0.5, -1.0][rnd.randrange(3)] if p else [1.0, -1.0][i % 2]
+            out.append(dict(prompt=f"p{rollout}.{p}", label=str(p), observation_tokens=prompt + resp,
+                            action_ranges=[(len(prompt), len(prompt) + n)], reward=reward, scores=reward,
+                            rollout_log_probs=None, truncated=False, extra_logs={}))
+    return out
+
+
+def experience_maker(args, tokenizer):
+    from repro.trainers.openrlhf.patches import LambdaExperienceMaker
+
+    em = LambdaExperienceMaker.__new__(LambdaExperienceMaker)
+    em.strategy = types.SimpleNamespace(args=args)
+    em.args, em.tokenizer = args, tokenizer
+    em.advantage_estimator = args.algo.advantage.estimator
+    em.kl_ctl = types.SimpleNamespace(value=0.0)
+    return em
+
+
+def chunk_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
+    """RayActorGroup.async_run_method_batch's split (launcher.py:354-363)."""
+    size = n // world + (1 if n % world else 0)
+    return rank * size, min((rank + 1) * size, n)
+
+
+def rollout_experiences(actor, em, rollout: int, rank: int, world: int):
+    import torch
+    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+
+    gen = SamplesGenerator.__new__(SamplesGenerator)
+    samples = [gen._process_response_into_experience(r, max_len=MAX_LEN) for r in canned_responses(rollout)]
+    exps = em.split_rollout_samples(samples)
+    lo, hi = chunk_bounds(len(exps), world, rank)
+    for k, e in enumerate(exps):  # make_experience's fields; log-probs only where this rank forwards
+        if lo <= k < hi:
+            e.action_log_probs = actor.forward(e.sequences, e.action_mask, e.attention_mask)
+        else:
+            e.action_log_probs = torch.zeros(e.action_mask.shape)
+        e.base_action_log_probs, e.values = None, None
+        e.kl = torch.zeros_like(e.action_log_probs)
+        e.info["kl"] = torch.zeros(e.action_mask.shape[0])
+    exps = em.compute_advantages_and_returns(exps)
+    return exps[lo:hi]
+
+
+def record_hook(trainer, records):
+    def hook(module, args, kwargs):
+        gl, pos = module._pending
+        log_probs, old, adv = args[:3]
+        records.append(dict(step=trainer.lgrpo_optimizer_steps, lam=trainer.lgrpo_lambda.value,
+                            logp=log_probs.detach().double().cpu(), old=old.detach().double().cpu(),
+                            adv=adv.detach().double().cpu(), mask=kwargs["action_mask"].detach().cpu(),
+                            group_len=gl.detach().double().cpu(), pos=pos.detach().cpu(),
+                            batch_num_tokens=float(kwargs["batch_num_tokens"]),
+                            global_batch_size=float(kwargs["global_batch_size"]), dp_size=kwargs["dp_size"]))
+    return trainer.actor_loss_fn.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def main(rank: int, world: int, port: int, workdir: str, phase: str) -> None:
+    sys.path.insert(0, HERE)
+    from openrlhf_cpu import use_stubs
+
+    use_stubs()
+    import torch
+
+    from repro.trainers.openrlhf import local_actor
+    from repro.trainers.openrlhf.settings import LambdaSettings
+
+    shims = local_actor.cpu_shims()
+    local_actor.torch_adam()
+    local_actor.set_rank_env(rank, world, port)
+    pretrain = os.path.join(workdir, "tiny-qwen2")
+    args = local_actor.parse_args(openrlhf_argv(pretrain, os.path.join(workdir, "ckpt"), world, phase == "resume"))
+    n_rollouts = ROLLOUTS
+    max_steps = n_rollouts * EPOCHS
+    actor = local_actor.policy_actor(args, pretrain, max_steps, lambda_settings=LambdaSettings(**LAMBDA))
+    trainer = actor.trainer
+    engine = actor.actor.model
+    em = experience_maker(args, actor.tokenizer)
+    records, per_rollout = [], []
+    first = SAVE_AFTER if phase == "resume" else 0
+    lam_start = trainer.lgrpo_lambda.value
+    handle = record_hook(trainer, records)
+    for rollout in range(first, n_rollouts):
+        mine = rollout_experiences(actor, em, rollout, rank, world)
+        actor.execute_batch("append", {"experience": mine}, 0, len(mine))
+        torch.manual_seed(500 + rollout)  # the DataLoader's shuffle: same order in both phases
+        status = actor.fit(kl_ctl=0.0)
+        per_rollout.append(dict(rollout=rollout, lam=trainer.lgrpo_lambda.value, grads=list(trainer.lgrpo_grads),
+                                tokens=int(sum(int(e.action_mask.sum()) for e in mine)),
+                                samples=sum(len(e.index) for e in mine),
+                                status={k: v for k, v in status.items() if k.startswith("lgrpo/")},
+                                policy_loss=status.get("policy_loss")))
+        if phase == "train" and rollout + 1 == SAVE_AFTER:
+            actor.save_checkpoint(f"global_step{rollout + 1}", {"global_step": rollout + 1})
+    handle.remove()
+    torch.save(records, os.path.join(workdir, f"{phase}.rank{rank}.records.pt"))
+    out = dict(rank=rank, phase=phase, shims=shims, lam_start=lam_start, rollouts=per_rollout,
+               optimizer_steps=trainer.lgrpo_optimizer_steps, engine=type(engine).__name__,
+               zero_stage=engine.zero_optimization_stage(), bf16=bool(engine.bfloat16_enabled()),
+               optimizer=type(engine.optimizer).__name__, gas=engine.gradient_accumulation_steps(),
+               accelerator=__import__("deepspeed").accelerator.get_accelerator().device_name(),
+               backend=torch.distributed.get_backend(), world=torch.distributed.get_world_size(),
+               checkpoint_steps=(actor.checkpoint_states or {}).get("global_step"))
+    with open(os.path.join(workdir, f"{phase}.rank{rank}.json"), "w") as fh:
+        json.dump(out, fh)
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
