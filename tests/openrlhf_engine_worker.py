@@ -16,10 +16,11 @@ current log-probs, old log-probs, advantages, mask and group info, and which opt
 belongs to), so the test recomputes λ from ``repro.objective`` whatever the shuffle order.
 
 Phase ``train`` runs ROLLOUTS rollouts and saves a checkpoint (stock ``save_checkpoint``, λ in
-DeepSpeed's client_states) after SAVE_AFTER of them. Phase ``resume`` starts a fresh actor with
-``--ckpt.load_enable`` (stock checkpoint load, λ restored) and runs the remaining rollouts.
+DeepSpeed's client_states) after SAVE_AFTER of them. Phase ``resume`` then builds a fresh actor
+(new strategy, model, engine, trainer) with ``--ckpt.load_enable`` (stock checkpoint load, λ
+restored by the package's actor) and runs the remaining rollouts.
 
-usage: python openrlhf_engine_worker.py RANK WORLD PORT WORKDIR PHASE
+usage: python openrlhf_engine_worker.py RANK WORLD PORT WORKDIR [PHASES, default train,resume]
 """
 from __future__ import annotations
 
@@ -120,7 +121,51 @@ def record_hook(trainer, records):
     return trainer.actor_loss_fn.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def main(rank: int, world: int, port: int, workdir: str, phase: str) -> None:
+def run_phase(rank: int, world: int, workdir: str, phase: str) -> None:
+    import torch
+
+    from repro.trainers.openrlhf import local_actor
+    from repro.trainers.openrlhf.settings import LambdaSettings
+
+    pretrain = os.path.join(workdir, "tiny-qwen2")
+    args = local_actor.parse_args(openrlhf_argv(pretrain, os.path.join(workdir, "ckpt"), world, phase == "resume"))
+    actor = local_actor.policy_actor(args, pretrain, max_steps=ROLLOUTS * EPOCHS,
+                                     lambda_settings=LambdaSettings(**LAMBDA))
+    trainer, engine = actor.trainer, actor.actor.model
+    em = experience_maker(args, actor.tokenizer)
+    records, per_rollout = [], []
+    lam_start = trainer.lgrpo_lambda.value
+    handle = record_hook(trainer, records)
+    for rollout in range(SAVE_AFTER if phase == "resume" else 0, ROLLOUTS):
+        mine = rollout_experiences(actor, em, rollout, rank, world)
+        tokens, n_samples = int(sum(int(e.action_mask.sum()) for e in mine)), sum(len(e.index) for e in mine)
+        actor.execute_batch("append", {"experience": mine}, 0, len(mine))
+        torch.manual_seed(500 + rollout)  # the DataLoader's shuffle: same order in both phases
+        status = actor.fit(kl_ctl=0.0)
+        per_rollout.append(dict(rollout=rollout, lam=trainer.lgrpo_lambda.value, grads=list(trainer.lgrpo_grads),
+                                tokens=tokens, samples=n_samples,
+                                status={k: v for k, v in status.items() if k.startswith("lgrpo/")},
+                                policy_loss=status.get("policy_loss")))
+        if phase == "train" and rollout + 1 == SAVE_AFTER:
+            actor.save_checkpoint(f"global_step{rollout + 1}", {"global_step": rollout + 1})
+    handle.remove()
+    torch.save(records, os.path.join(workdir, f"{phase}.rank{rank}.records.pt"))
+    import deepspeed
+
+    out = dict(rank=rank, phase=phase, lam_start=lam_start, rollouts=per_rollout,
+               optimizer_steps=trainer.lgrpo_optimizer_steps, engine=type(engine).__name__,
+               zero_stage=engine.zero_optimization_stage(), bf16=bool(engine.bfloat16_enabled()),
+               optimizer=type(engine.optimizer).__name__, gas=engine.gradient_accumulation_steps(),
+               accelerator=deepspeed.accelerator.get_accelerator().device_name(),
+               backend=torch.distributed.get_backend(), world=torch.distributed.get_world_size(),
+               checkpoint_steps=(actor.checkpoint_states or {}).get("global_step"))
+    with open(os.path.join(workdir, f"{phase}.rank{rank}.json"), "w") as fh:
+        json.dump(out, fh)
+
+
+def main(rank: int, world: int, port: int, workdir: str, phases: list[str]) -> None:
+    """Both phases in one process by default (saves a second start-up of OpenRLHF/DeepSpeed):
+    the resume builds a fresh strategy, model, engine and trainer, and loads the checkpoint."""
     sys.path.insert(0, HERE)
     from openrlhf_cpu import use_stubs
 
@@ -128,48 +173,17 @@ def main(rank: int, world: int, port: int, workdir: str, phase: str) -> None:
     import torch
 
     from repro.trainers.openrlhf import local_actor
-    from repro.trainers.openrlhf.settings import LambdaSettings
 
     shims = local_actor.cpu_shims()
     local_actor.torch_adam()
     local_actor.set_rank_env(rank, world, port)
-    pretrain = os.path.join(workdir, "tiny-qwen2")
-    args = local_actor.parse_args(openrlhf_argv(pretrain, os.path.join(workdir, "ckpt"), world, phase == "resume"))
-    n_rollouts = ROLLOUTS
-    max_steps = n_rollouts * EPOCHS
-    actor = local_actor.policy_actor(args, pretrain, max_steps, lambda_settings=LambdaSettings(**LAMBDA))
-    trainer = actor.trainer
-    engine = actor.actor.model
-    em = experience_maker(args, actor.tokenizer)
-    records, per_rollout = [], []
-    first = SAVE_AFTER if phase == "resume" else 0
-    lam_start = trainer.lgrpo_lambda.value
-    handle = record_hook(trainer, records)
-    for rollout in range(first, n_rollouts):
-        mine = rollout_experiences(actor, em, rollout, rank, world)
-        actor.execute_batch("append", {"experience": mine}, 0, len(mine))
-        torch.manual_seed(500 + rollout)  # the DataLoader's shuffle: same order in both phases
-        status = actor.fit(kl_ctl=0.0)
-        per_rollout.append(dict(rollout=rollout, lam=trainer.lgrpo_lambda.value, grads=list(trainer.lgrpo_grads),
-                                tokens=int(sum(int(e.action_mask.sum()) for e in mine)),
-                                samples=sum(len(e.index) for e in mine),
-                                status={k: v for k, v in status.items() if k.startswith("lgrpo/")},
-                                policy_loss=status.get("policy_loss")))
-        if phase == "train" and rollout + 1 == SAVE_AFTER:
-            actor.save_checkpoint(f"global_step{rollout + 1}", {"global_step": rollout + 1})
-    handle.remove()
-    torch.save(records, os.path.join(workdir, f"{phase}.rank{rank}.records.pt"))
-    out = dict(rank=rank, phase=phase, shims=shims, lam_start=lam_start, rollouts=per_rollout,
-               optimizer_steps=trainer.lgrpo_optimizer_steps, engine=type(engine).__name__,
-               zero_stage=engine.zero_optimization_stage(), bf16=bool(engine.bfloat16_enabled()),
-               optimizer=type(engine.optimizer).__name__, gas=engine.gradient_accumulation_steps(),
-               accelerator=__import__("deepspeed").accelerator.get_accelerator().device_name(),
-               backend=torch.distributed.get_backend(), world=torch.distributed.get_world_size(),
-               checkpoint_steps=(actor.checkpoint_states or {}).get("global_step"))
-    with open(os.path.join(workdir, f"{phase}.rank{rank}.json"), "w") as fh:
-        json.dump(out, fh)
+    for phase in phases:
+        run_phase(rank, world, workdir, phase)
+    with open(os.path.join(workdir, f"shims.rank{rank}.json"), "w") as fh:
+        json.dump(shims, fh)
     torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
+         sys.argv[5].split(",") if len(sys.argv) > 5 else ["train", "resume"])
