@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 P, G, ROLLOUTS, SAVE_AFTER = 3, 4, 3, 2
@@ -51,76 +50,6 @@ def openrlhf_argv(pretrain: str, ckpt: str, world: int, load: bool) -> list[str]
     return argv + (["--ckpt.load_enable"] if load else [])
 
 
-def canned_responses(rollout: int, vocab: int = 20):
-    """What ``vllm_engine.generate_responses`` hands back for P prompts x G samples: token ids
-    of prompt + response, the response span, and the reward-file result. Deterministic per
-    rollout; response lengths vary a lot, so the two ranks get uneven token counts."""
-    import random
-
-    rnd = random.Random(1000 + rollout)
-    out = []
-    for p in range(P):
-        prompt = [rnd.randrange(3, vocab) for _ in range(rnd.randint(3, 6))]
-        for i in range(G):
-            n = rnd.randint(2, 14)
-            resp = [rnd.randrange(3, vocab) for _ in range(n - 1)] + [2]  # ends with eos
-            reward = [1.0, -0.5, -1.0][rnd.randrange(3)] if p else [1.0, -1.0][i % 2]
-            out.append(dict(prompt=f"p{rollout}.{p}", label=str(p), observation_tokens=prompt + resp,
-                            action_ranges=[(len(prompt), len(prompt) + n)], reward=reward, scores=reward,
-                            rollout_log_probs=None, truncated=False, extra_logs={}))
-    return out
-
-
-def experience_maker(args, tokenizer):
-    from repro.trainers.openrlhf.patches import LambdaExperienceMaker
-
-    em = LambdaExperienceMaker.__new__(LambdaExperienceMaker)
-    em.strategy = types.SimpleNamespace(args=args)
-    em.args, em.tokenizer = args, tokenizer
-    em.advantage_estimator = args.algo.advantage.estimator
-    em.kl_ctl = types.SimpleNamespace(value=0.0)
-    return em
-
-
-def chunk_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
-    """RayActorGroup.async_run_method_batch's split (launcher.py:354-363)."""
-    size = n // world + (1 if n % world else 0)
-    return rank * size, min((rank + 1) * size, n)
-
-
-def rollout_experiences(actor, em, rollout: int, rank: int, world: int):
-    import torch
-    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
-
-    gen = SamplesGenerator.__new__(SamplesGenerator)
-    samples = [gen._process_response_into_experience(r, max_len=MAX_LEN) for r in canned_responses(rollout)]
-    exps = em.split_rollout_samples(samples)
-    lo, hi = chunk_bounds(len(exps), world, rank)
-    for k, e in enumerate(exps):  # make_experience's fields; log-probs only where this rank forwards
-        if lo <= k < hi:
-            e.action_log_probs = actor.forward(e.sequences, e.action_mask, e.attention_mask)
-        else:
-            e.action_log_probs = torch.zeros(e.action_mask.shape)
-        e.base_action_log_probs, e.values = None, None
-        e.kl = torch.zeros_like(e.action_log_probs)
-        e.info["kl"] = torch.zeros(e.action_mask.shape[0])
-    exps = em.compute_advantages_and_returns(exps)
-    return exps[lo:hi]
-
-
-def record_hook(trainer, records):
-    def hook(module, args, kwargs):
-        gl, pos = module._pending
-        log_probs, old, adv = args[:3]
-        records.append(dict(step=trainer.lgrpo_optimizer_steps, lam=trainer.lgrpo_lambda.value,
-                            logp=log_probs.detach().double().cpu(), old=old.detach().double().cpu(),
-                            adv=adv.detach().double().cpu(), mask=kwargs["action_mask"].detach().cpu(),
-                            group_len=gl.detach().double().cpu(), pos=pos.detach().cpu(),
-                            batch_num_tokens=float(kwargs["batch_num_tokens"]),
-                            global_batch_size=float(kwargs["global_batch_size"]), dp_size=kwargs["dp_size"]))
-    return trainer.actor_loss_fn.register_forward_pre_hook(hook, with_kwargs=True)
-
-
 def run_phase(rank: int, world: int, workdir: str, phase: str) -> None:
     import torch
 
@@ -132,12 +61,13 @@ def run_phase(rank: int, world: int, workdir: str, phase: str) -> None:
     actor = local_actor.policy_actor(args, pretrain, max_steps=ROLLOUTS * EPOCHS,
                                      lambda_settings=LambdaSettings(**LAMBDA))
     trainer, engine = actor.trainer, actor.actor.model
-    em = experience_maker(args, actor.tokenizer)
+    em = local_actor.experience_maker(args, actor.tokenizer)
     records, per_rollout = [], []
     lam_start = trainer.lgrpo_lambda.value
-    handle = record_hook(trainer, records)
+    handle = local_actor.record_loss_inputs(trainer, records)
     for rollout in range(SAVE_AFTER if phase == "resume" else 0, ROLLOUTS):
-        mine = rollout_experiences(actor, em, rollout, rank, world)
+        mine = local_actor.rollout_experiences(actor, em, local_actor.canned_responses(rollout, P, G), rank, world,
+                                               MAX_LEN)
         tokens, n_samples = int(sum(int(e.action_mask.sum()) for e in mine)), sum(len(e.index) for e in mine)
         actor.execute_batch("append", {"experience": mine}, 0, len(mine))
         torch.manual_seed(500 + rollout)  # the DataLoader's shuffle: same order in both phases

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openrlhf_cpu import stub_env  # noqa: E402
 
 import openrlhf_engine_worker as W  # noqa: E402
-from repro import objective as obj  # noqa: E402
+from repro.trainers.openrlhf.local_actor import expected_lambda_trajectory  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow
@@ -67,40 +67,6 @@ def _run_workers(workdir: Path) -> dict:
         assert p.returncode == 0, out[-4000:]
     return {ph: [json.loads((workdir / f"{ph}.rank{r}.json").read_text()) for r in range(2)]
             for ph in ("train", "resume")}
-
-
-def _pad(t, T, value=0):
-    return torch.nn.functional.pad(t, (0, T - t.shape[1]), value=value)
-
-
-def expected_trajectory(records_by_rank: list[list[dict]], lam0: float, lr: float, r: float, scope: str, G: int):
-    """λ after each optimizer step, from repro.objective over all micro-batches of that step on
-    both ranks (float64), and the per-step λ gradients. Also checks the window normalisers."""
-    steps = sorted({rec["step"] for recs in records_by_rank for rec in recs})
-    lam, lams, grads = lam0, [], []
-    for k in steps:
-        recs = [rec for recs in records_by_rank for rec in recs if rec["step"] == k]
-        T = max(rec["logp"].shape[1] for rec in recs)
-        cat = {name: torch.cat([_pad(rec[name], T, False if name == "mask" else 0) for rec in recs])
-               for name in ("logp", "old", "adv", "mask")}
-        gl = torch.cat([rec["group_len"] for rec in recs])
-        pos = torch.cat([rec["pos"] for rec in recs])
-        n_tok, n_seq = float(cat["mask"].sum()), float(gl.shape[0])
-        gas = len(recs) // 2
-        for rec in recs:  # OpenRLHF's window normalisers are the step's totals over both ranks / gas
-            assert rec["batch_num_tokens"] * gas == pytest.approx(n_tok, rel=1e-6)
-            assert rec["global_batch_size"] * gas == pytest.approx(n_seq, rel=1e-6)
-            assert rec["dp_size"] == 2
-            assert rec["lam"] == pytest.approx(lam, rel=1e-6, abs=1e-7)  # λ the trainer used
-        denom = n_tok if scope == "batch" else n_seq / G
-        lt = torch.tensor(lam, dtype=torch.float64, requires_grad=True)
-        out = obj.policy_loss(cat["logp"], cat["old"], cat["adv"], cat["mask"], gl, pos, method="lambda",
-                              denominator=denom, scope=scope, lam=lt, r=r)
-        (g,) = torch.autograd.grad(out.loss, lt)
-        grads.append(float(g))
-        lam = lam - lr * float(g)
-        lams.append(lam)
-    return steps, lams, grads
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +103,9 @@ def test_lambda_identical_on_ranks_and_equal_to_objective(engine_runs):
     l0 = [ro["lam"] for ro in train[0]["rollouts"]]
     l1 = [ro["lam"] for ro in train[1]["rollouts"]]
     assert l0 == l1  # bit for bit: λ's gradient is averaged over the DP group before each step
-    steps, lams, grads = expected_trajectory([recs[("train", 0)], recs[("train", 1)]], W.LAMBDA["init"],
-                                             W.LAMBDA["lr"], W.LAMBDA["r"], W.LAMBDA["scope"], W.G)
+    steps, lams, grads = expected_lambda_trajectory(  # also checks the normalisers and the λ each loss used
+        [recs[("train", 0)], recs[("train", 1)]], lam0=W.LAMBDA["init"], lr=W.LAMBDA["lr"], r=W.LAMBDA["r"],
+        scope=W.LAMBDA["scope"], G=W.G)
     assert steps == list(range(W.ROLLOUTS * W.EPOCHS))  # one optimizer step per epoch here
     assert train[0]["optimizer_steps"] == len(steps)
     got_grads = [g for ro in train[0]["rollouts"] for g in ro["grads"]]

@@ -33,6 +33,7 @@ from openrlhf_cpu import use_stubs  # noqa: E402
 use_stubs()
 
 import openrlhf_engine_worker as W  # noqa: E402
+from repro.trainers.openrlhf.local_actor import chunk_bounds  # noqa: E402
 from repro.trainers.openrlhf.weighting import GROUP_LEN_KEY, GROUP_POS_KEY  # noqa: E402
 
 
@@ -46,7 +47,7 @@ class LocalActorGroup:
         n = len(next(iter(kwargs.values())))
         out = []
         for rank in range(self.world):
-            lo, hi = W.chunk_bounds(n, self.world, rank)
+            lo, hi = chunk_bounds(n, self.world, rank)
             self.calls.append((method_name, rank, lo, hi))
             fn = getattr(self, method_name)
             out.append([fn(**{k: v[i] for k, v in kwargs.items()}) for i in range(lo, hi)])
@@ -79,7 +80,7 @@ def test_make_experience_batch_from_canned_vllm_outputs(monkeypatch, tmp_path, m
     em = LambdaExperienceMaker(group, None, None, None, types.SimpleNamespace(value=0.0),
                                types.SimpleNamespace(args=args), types.SimpleNamespace(pad_token_id=0))
 
-    canned = W.canned_responses(rollout=5)
+    canned = local_actor.canned_responses(5, W.P, W.G)
     gen = SamplesGenerator.__new__(SamplesGenerator)
     samples = [gen._process_response_into_experience(r, max_len=W.MAX_LEN) for r in canned]
     exps = em.make_experience_batch(samples)

@@ -75,11 +75,53 @@ def _ray_stand_in() -> types.ModuleType:
     return ray
 
 
+class _StandInModule(types.ModuleType):
+    """A module whose every attribute is a class that raises when instantiated."""
+
+    __stand_in__ = True
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        cls = type(attr, (), {"__init__": _raiser(f"{self.__name__}.{attr}"), "__stand_in__": True})
+        setattr(self, attr, cls)
+        return cls
+
+
+class _StandInFinder:
+    """Import hook: ``import NAME`` / ``from NAME.sub import x`` for the given top-level names."""
+
+    def __init__(self, roots):
+        self.roots = set(roots)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.roots:
+            return importlib.util.spec_from_loader(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return _StandInModule(spec.name)
+
+    def exec_module(self, module):
+        module.__path__ = []
+
+
+# imported at module level by OpenRLHF's trainer modules (patches.py needs ppo_trainer), never
+# called on the actor path: the prompt datasets (datasets), the agent/HTTP reward code (aiohttp),
+# the VLM helpers (PIL)
+GENERIC_STAND_INS = ("datasets", "aiohttp", "PIL")
+
+
 def import_stand_ins() -> list[str]:
-    """Make ``ray``, ``vllm`` and ``flash_attn`` importable where they are not installed.
-    vllm and flash_attn come from ``tests/openrlhf_stubs`` (the CPU tests' stand-ins); ray from
-    ``_ray_stand_in``. Returns the names that were stood in."""
+    """Make ``ray``, ``vllm``, ``flash_attn`` and ``GENERIC_STAND_INS`` importable where they are
+    not installed. vllm and flash_attn come from ``tests/openrlhf_stubs`` (the CPU tests'
+    stand-ins); ray from ``_ray_stand_in``; the rest are ``_StandInModule``s. Returns the names
+    that were stood in."""
     used = []
+    generic = [n for n in GENERIC_STAND_INS if n not in sys.modules and importlib.util.find_spec(n) is None]
+    if generic:
+        sys.meta_path.append(_StandInFinder(generic))
+        used += generic
     if "ray" not in sys.modules and importlib.util.find_spec("ray") is None:
         ray = _ray_stand_in()
         sys.modules.update({"ray": ray, "ray.util": ray.util, "ray.util.placement_group": ray.util.placement_group,
@@ -221,3 +263,123 @@ def save_tiny_qwen2(path, *, vocab_size=32, hidden=32, layers=2, heads=4, kv_hea
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(src / name, path / name)
     return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# a rollout, and what λ must be
+# ----------------------------------------------------------------------------------------------
+def canned_responses(rollout: int, P: int, G: int, vocab: int = 20, max_response: int = 14):
+    """What ``vllm_engine.generate_responses`` hands back for P prompts x G samples: token ids
+    of prompt + response, the response span, and the reward-file result. Deterministic per
+    rollout; response lengths vary a lot (2..max_response), so ranks get uneven token counts."""
+    import random
+
+    rnd = random.Random(1000 + rollout)
+    out = []
+    for p in range(P):
+        prompt = [rnd.randrange(3, vocab) for _ in range(rnd.randint(3, 6))]
+        for i in range(G):
+            n = rnd.randint(2, max_response)
+            resp = [rnd.randrange(3, vocab) for _ in range(n - 1)] + [2]  # ends with eos
+            reward = [1.0, -0.5, -1.0][rnd.randrange(3)] if p else [1.0, -1.0][i % 2]
+            out.append(dict(prompt=f"p{rollout}.{p}", label=str(p), observation_tokens=prompt + resp,
+                            action_ranges=[(len(prompt), len(prompt) + n)], reward=reward, scores=reward,
+                            rollout_log_probs=None, truncated=False, extra_logs={}))
+    return out
+
+
+def experience_maker(args, tokenizer):
+    """The package's LambdaExperienceMaker without its Ray model groups (only the methods that
+    need none are called on it)."""
+    from repro.trainers.openrlhf.patches import LambdaExperienceMaker
+
+    em = LambdaExperienceMaker.__new__(LambdaExperienceMaker)
+    em.strategy = types.SimpleNamespace(args=args)
+    em.args, em.tokenizer = args, tokenizer
+    em.advantage_estimator = args.algo.advantage.estimator
+    em.kl_ctl = types.SimpleNamespace(value=0.0)
+    return em
+
+
+def chunk_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
+    """RayActorGroup.async_run_method_batch's split (launcher.py:354-363)."""
+    size = n // world + (1 if n % world else 0)
+    return rank * size, min((rank + 1) * size, n)
+
+
+def rollout_experiences(actor, em, responses, rank: int, world: int, max_len: int):
+    """One rollout as the PPO trainer prepares it for this rank: stock samples from the vLLM
+    responses, stock split, old log-probs by the actor's stock ``forward`` on this rank's chunk
+    (make_experience's fields), stock advantages + group info; returns this rank's chunk."""
+    import torch
+    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+
+    gen = SamplesGenerator.__new__(SamplesGenerator)
+    samples = [gen._process_response_into_experience(r, max_len=max_len) for r in responses]
+    exps = em.split_rollout_samples(samples)
+    lo, hi = chunk_bounds(len(exps), world, rank)
+    for k, e in enumerate(exps):  # make_experience's fields; log-probs only where this rank forwards
+        if lo <= k < hi:
+            e.action_log_probs = actor.forward(e.sequences, e.action_mask, e.attention_mask)
+        else:
+            e.action_log_probs = torch.zeros(e.action_mask.shape)
+        e.base_action_log_probs, e.values = None, None
+        e.kl = torch.zeros_like(e.action_log_probs)
+        e.info["kl"] = torch.zeros(e.action_mask.shape[0])
+    exps = em.compute_advantages_and_returns(exps)
+    return exps[lo:hi]
+
+
+def record_loss_inputs(trainer, records: list):
+    """Record every micro-batch the trainer's loss sees (a forward pre-hook on the wrapper): the
+    current and old log-probs, advantages, mask, group info, λ and the optimizer step."""
+    def hook(module, args, kwargs):
+        gl, pos = module._pending
+        log_probs, old, adv = args[:3]
+        records.append(dict(step=trainer.lgrpo_optimizer_steps, lam=trainer.lgrpo_lambda.value,
+                            logp=log_probs.detach().double().cpu(), old=old.detach().double().cpu(),
+                            adv=adv.detach().double().cpu(), mask=kwargs["action_mask"].detach().cpu(),
+                            group_len=gl.detach().double().cpu(), pos=pos.detach().cpu(),
+                            batch_num_tokens=float(kwargs["batch_num_tokens"]),
+                            global_batch_size=float(kwargs["global_batch_size"]), dp_size=kwargs["dp_size"]))
+    return trainer.actor_loss_fn.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def expected_lambda_trajectory(records_by_rank, *, lam0: float, lr: float, r: float, scope: str, G: int):
+    """λ after each optimizer step from ``repro.objective`` (float64) over all micro-batches of
+    that step on all ranks, as recorded by ``record_loss_inputs``. Also checks OpenRLHF's window
+    normalisers and the λ each micro-batch used against this trajectory (ValueError if not).
+    Returns (steps, λ after each step, λ gradient of each step)."""
+    import math
+
+    import torch
+
+    from repro import objective as obj
+
+    world = len(records_by_rank)
+    steps = sorted({rec["step"] for recs in records_by_rank for rec in recs})
+    lam, lams, grads = lam0, [], []
+    for k in steps:
+        recs = [rec for recs in records_by_rank for rec in recs if rec["step"] == k]
+        T = max(rec["logp"].shape[1] for rec in recs)
+        pad = lambda t, v=0: torch.nn.functional.pad(t, (0, T - t.shape[1]), value=v)  # noqa: E731
+        logp, old, adv = (torch.cat([pad(rec[n]) for rec in recs]) for n in ("logp", "old", "adv"))
+        mask = torch.cat([pad(rec["mask"], False) for rec in recs])
+        gl, pos = torch.cat([rec["group_len"] for rec in recs]), torch.cat([rec["pos"] for rec in recs])
+        n_tok, n_seq = float(mask.sum()), float(gl.shape[0])
+        gas = len(recs) / world
+        for rec in recs:
+            if not (math.isclose(rec["batch_num_tokens"] * gas, n_tok, rel_tol=1e-6)
+                    and math.isclose(rec["global_batch_size"] * gas, n_seq, rel_tol=1e-6) and rec["dp_size"] == world):
+                raise ValueError(f"step {k}: OpenRLHF's window normalisers disagree with the recorded micro-batches")
+            if not math.isclose(rec["lam"], lam, rel_tol=1e-6, abs_tol=1e-7):
+                raise ValueError(f"step {k}: the loss used λ={rec['lam']}, the objective's trajectory has {lam}")
+        denom = n_tok if scope == "batch" else n_seq / G
+        lt = torch.tensor(lam, dtype=torch.float64, requires_grad=True)
+        out = obj.policy_loss(logp, old, adv, mask, gl, pos, method="lambda", denominator=denom, scope=scope,
+                              lam=lt, r=r)
+        (g,) = torch.autograd.grad(out.loss, lt)
+        grads.append(float(g))
+        lam = lam - lr * float(g)
+        lams.append(lam)
+    return steps, lams, grads
