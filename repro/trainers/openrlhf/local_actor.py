@@ -75,15 +75,30 @@ def _ray_stand_in() -> types.ModuleType:
     return ray
 
 
+class _StandInType(type):
+    """Stand-in classes: instantiating raises; any attribute is another stand-in class (so
+    annotations such as ``PIL.Image.Image`` evaluate at import time)."""
+
+    def __getattr__(cls, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _stand_in_class(f"{cls.__qualname__}.{attr}")
+
+
+def _stand_in_class(name: str):
+    return _StandInType(name.rsplit(".", 1)[-1], (), {"__init__": _raiser(name), "__stand_in__": True,
+                                                      "__qualname__": name})
+
+
 class _StandInModule(types.ModuleType):
-    """A module whose every attribute is a class that raises when instantiated."""
+    """A module whose every attribute is a stand-in class."""
 
     __stand_in__ = True
 
     def __getattr__(self, attr):
         if attr.startswith("__"):
             raise AttributeError(attr)
-        cls = type(attr, (), {"__init__": _raiser(f"{self.__name__}.{attr}"), "__stand_in__": True})
+        cls = _stand_in_class(f"{self.__name__}.{attr}")
         setattr(self, attr, cls)
         return cls
 
