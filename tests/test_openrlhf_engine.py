@@ -16,13 +16,13 @@ Shims (everything else is the installed OpenRLHF / DeepSpeed code; see
 | ``torch.cuda.set_device`` -> no-op | openrlhf ``utils/deepspeed/deepspeed.py:97`` (``setup_distributed``, when LOCAL_RANK is set) | CPU torch raises; DeepSpeed's CPU accelerator needs no device selection |
 | ``torch.cuda.current_device`` -> ``"cpu"`` | ``trainer/ray/ppo_actor.py:171`` (``ppo_train``: ``experience.to_device``), ``:627`` (``PolicyModelActor.forward``), ``utils/deepspeed/deepspeed.py:614`` (``all_reduce``) | CPU torch raises; the tensors belong on the CPU |
 | ``NaiveReplayBuffer.target_device`` -> cpu | ``trainer/ppo_utils/replay_buffer.py:40`` (``torch.device(f"cuda:{current_device()}")``) | built with index 0 then set to cpu; only ``sample()`` uses it, and ``ppo_train`` does not call ``sample()`` |
-| ``torch.cuda.synchronize`` -> no-op | ``utils/distributed_util.py:10`` (``torch_dist_barrier_and_cuda_sync``, after the trainer init and in ``save_ckpt``), ``trainer/ray/ppo_actor.py:606`` (``fit``) | CPU torch raises; CPU ops are synchronous |
+| ``torch.cuda.synchronize`` -> no-op | ``utils/distributed_util.py:10`` (``torch_dist_barrier_and_cuda_sync``, after the trainer init and in ``save_ckpt``), ``trainer/ray/ppo_actor.py:605`` (``fit``) | CPU torch raises; CPU ops are synchronous |
 | ``init_device_mesh("cuda", ...)`` -> ``"cpu"`` | ``utils/deepspeed/deepspeed.py:106`` | the DP mesh must live on the gloo backend |
-| DeepSpeed ``torch_adam: true`` in the optimizer config | config built at ``utils/deepspeed/deepspeed.py:357`` / ``deepspeed_utils.py:74``; switch read at deepspeed ``runtime/engine.py:2172`` | ``FusedAdam`` is a C++ op JIT-compiled at first use (``op_builder/cpu/fused_adam.py``), minutes on this machine; ``torch.optim.AdamW`` is the same update inside the same ZeRO-2 optimizer |
+| DeepSpeed ``torch_adam: true`` in the optimizer config | config built at ``utils/deepspeed/deepspeed.py:359`` (AdamW) / ``deepspeed_utils.py:73``; switch read at deepspeed ``runtime/engine.py:2172`` | ``FusedAdam`` is a C++ op JIT-compiled at first use (``op_builder/cpu/fused_adam.py``), minutes on this machine; ``torch.optim.AdamW`` is the same update inside the same ZeRO-2 optimizer |
 | ``flash_attn``, ``vllm`` import stand-ins | ``models/ring_attn_utils.py:3``, ``trainer/ray/vllm_engine.py:7``, ``samples_generator.py:7`` | GPU-only packages imported at module level (``tests/openrlhf_stubs``); never called here |
 
 Not shims, but choices: ``--ds.attn_implementation eager`` (flash-attention is GPU-only),
-``--vllm.sync_backend gloo`` (skips the ``import vllm`` version probe at ``ppo_actor.py:503``;
+``--vllm.sync_backend gloo`` (skips the ``import vllm`` version probe at ``ppo_actor.py:504-505``;
 no vLLM engines exist), the env vars of ``BaseDistributedActor.__init__`` (``launcher.py:27-36``)
 set by hand, and Ray's ``execute_batch`` called directly with ``async_run_method_batch``'s
 chunking (``launcher.py:354-371``).

@@ -13,7 +13,7 @@ Stand-ins (no Ray cluster: a local ``ray.init`` costs ~20 s on this machine):
 
 | what | where (openrlhf 0.11.2) | why |
 |---|---|---|
-| ``ray.put`` / ``ray.get`` -> identity, in ``experience_maker``'s namespace only | ``trainer/ppo_utils/experience_maker.py:106-113,121`` | the maker only moves values through the object store |
+| ``ray.put`` / ``ray.get`` -> identity, in ``experience_maker``'s namespace only | ``trainer/ppo_utils/experience_maker.py:104-110,121`` | the maker only moves values through the object store |
 | actor group with ``async_run_method_batch`` / ``async_run_method`` | ``trainer/ray/launcher.py:319-373`` (same chunking over 2 ranks) | a RayActorGroup needs GPU placement groups; here each chunk runs ``Actor.forward`` in process |
 | ``flash_attn``, ``vllm`` import stand-ins | see ``tests/openrlhf_stubs`` | GPU-only packages imported at module level |
 """

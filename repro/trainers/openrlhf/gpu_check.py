@@ -305,7 +305,7 @@ def memory_1p5b(device: str, gpus: int = PAPER_MICRO["gpus"]) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     params_bytes = torch.cuda.memory_allocated() - base
     actor = Actor(model)
-    actor.packing_samples = False  # set only by Actor's from-a-path branch (models/actor.py:199)
+    actor.packing_samples = False  # set only by Actor's from-a-path branch (models/actor.py:217)
     actor.train()
     g = torch.Generator(device="cpu").manual_seed(0)
     seqs = torch.randint(0, cfg.vocab_size, (B, S), generator=g).to(device)

@@ -207,7 +207,7 @@ def _current_device(value):
 
 def torch_adam() -> None:
     """DeepSpeed's ``torch_adam`` optimizer switch in the config OpenRLHF builds
-    (``utils/deepspeed/deepspeed.py:357``: AdamW params; ``deepspeed_utils.py:74``)."""
+    (``utils/deepspeed/deepspeed.py:359``: AdamW params; ``deepspeed_utils.py:73``)."""
     import openrlhf.utils.deepspeed.deepspeed as ods
 
     if getattr(ods.get_train_ds_config, "_lgrpo_torch_adam", False):
