@@ -236,15 +236,50 @@ def test_install_puts_the_subclasses_where_the_stock_cli_looks(monkeypatch):
     (["--actor.loss_agg_mode", "seq-mean-token-mean"], "token-mean"),
     (["--ds.param_dtype", "fp16"], "bf16"),
     (["--rollout.n_samples_per_prompt", "1", "--algo.advantage.estimator", "reinforce"], "n_samples_per_prompt"),
+    (["--algo.dynamic_filtering_enable", "--reward.remote_url", "r.py"], "dynamic_filtering"),
+    (["--train.dynamic_batch_enable", "--vllm.num_engines", "1"], "dynamic_batch"),
+    # the batch layout (launch.layout_problems): whole rollout batches, equal work, whole groups
+    (["--rollout.batch_size", "3"], "not a multiple of rollout.batch_size 3"),
+    (["--rollout.micro_batch_size", "12"], "rollout.micro_batch_size 12"),
+    (["--actor.num_gpus_per_node", "3", "--vllm.num_engines", "0"], "split evenly over 3 actors"),
+    (["--train.micro_batch_size", "3"], "train.micro_batch_size 3"),
+    (["--train.batch_size", "16", "--train.micro_batch_size", "4", "--actor.num_gpus_per_node", "4"],
+     "4 samples per actor, not whole groups of 8"),
+    (["--train.batch_size", "128"], "partial optimizer step"),
 ])
-def test_launcher_refuses_what_the_patches_do_not_cover(extra, msg):
+def test_launcher_refuses_what_the_patches_do_not_cover(extra, msg, tmp_path):
     from repro.trainers.openrlhf.launch import check_args
 
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "q{i}", "label": "1"}}\n' for i in range(16)))
     base = ["--actor.model_name_or_path", "m", "--rollout.n_samples_per_prompt", "8", "--actor.num_gpus_per_node", "1",
-            "--rollout.batch_size", "8", "--rollout.micro_batch_size", "8", "--algo.advantage.estimator", "group_norm"]
-    check_args(base, LambdaSettings())  # the base is fine
+            "--rollout.batch_size", "8", "--rollout.micro_batch_size", "8", "--algo.advantage.estimator", "group_norm",
+            "--train.batch_size", "64", "--train.micro_batch_size", "8", "--data.prompt_dataset", str(prompts)]
+    group = LambdaSettings(scope="group")
+    check_args(base, group)  # the base is fine
     with pytest.raises(SystemExit, match=msg):
-        check_args(base + extra, LambdaSettings())
+        check_args(base + extra, group)
+    with pytest.raises(SystemExit, match="prompt_dataset is not set"):
+        check_args(base[:-2], group)
+
+
+def test_layout_problems_by_hand():
+    from repro.trainers.openrlhf.launch import layout_problems
+
+    paper = dict(rollout_batch=128, group_size=8, rollout_micro=16, train_batch=256, train_micro=8)
+    for actors in (1, 2, 4, 8):
+        assert layout_problems(prompts=8448, actors=actors, **paper) == []
+    assert layout_problems(prompts=8523, actors=4, **paper) == [
+        "8523 prompts are not a multiple of rollout.batch_size 128: OpenRLHF trains on the last partial batch "
+        "(75 prompts), which its split gives the ranks unequal work (a hang); cut the prompt set to 8448 "
+        "(reproduce.py prepare-prompts does)"]
+    # 32 actors: 1024 / 16 = 64 experiences, 2 each (32 samples = 4 groups); a step holds 256 / 32 = 8 = 1 group
+    assert layout_problems(prompts=8448, actors=32, **paper) == []
+    three = layout_problems(prompts=8448, actors=3, **paper)
+    assert any("64 experiences of rollout.micro_batch_size 16 do not split evenly over 3 actors" in p for p in three)
+    assert any("train.batch_size 256 is not a multiple of train.micro_batch_size 8 x 3 actors" in p for p in three)
+    assert layout_problems(prompts=8448, actors=64, **paper) == [
+        "train.batch_size 256 is not a multiple of train.micro_batch_size 8 x 64 actors"]
 
 
 def test_cli_check_rejects_unknown_flags_and_failed_asserts():
@@ -342,6 +377,20 @@ def test_prepare_prompts(tmp_path):
     p = rows[0]["prompt"]
     assert p.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is $1+1$?")
     assert "\\boxed{}" in p and "\\boxed{{}}" not in p and p.endswith("<|im_start|>assistant\n")
+    # the cut to whole rollout batches: 7 rows, multiple of 3 -> 6 kept, one row drawn with the seed
+    pd.DataFrame({"question": [f"q{i}" for i in range(7)], "gt_answer": [str(i) for i in range(7)]}).to_parquet(pq)
+    for seed in (0, 1):
+        out = tmp_path / f"cut{seed}.jsonl"
+        assert reproduce.prepare_prompts(pq, out, "qwen-boxed", "question", "gt_answer", multiple_of=3, seed=seed) == 6
+        m = runs.json.loads(reproduce.prompt_manifest_path(out).read_text())
+        assert (m["source_rows"], m["kept"], m["dropped"]) == (7, 6, 1)
+        labels = [runs.json.loads(x)["label"] for x in out.read_text().splitlines()]
+        assert labels == [str(i) for i in range(7) if i not in m["dropped_rows"]]  # order kept
+        again = tmp_path / f"again{seed}.jsonl"
+        reproduce.prepare_prompts(pq, again, "qwen-boxed", "question", "gt_answer", multiple_of=3, seed=seed)
+        assert again.read_text() == out.read_text()  # the seed fixes the cut
+    with pytest.raises(ValueError, match="fewer than one rollout batch"):
+        reproduce.prepare_prompts(pq, tmp_path / "x.jsonl", "qwen-boxed", "question", "gt_answer", multiple_of=8)
 
 
 def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
@@ -351,8 +400,8 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
 
     src = tmp_path / "data"
     (src / "train" / "simplelr_qwen_level3to5").mkdir(parents=True)
-    pd.DataFrame({"question": ["q1"], "gt_answer": ["1"]}).to_parquet(
-        src / "train" / "simplelr_qwen_level3to5" / "train.parquet")
+    pd.DataFrame({"question": [f"q{i}" for i in range(130)], "gt_answer": ["1"] * 130}).to_parquet(
+        src / "train" / "simplelr_qwen_level3to5" / "train.parquet")  # 130 = one rollout batch of 128 + 2
     calls = []
 
     def fake_run(cmd, env=None):
@@ -383,6 +432,11 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
     for m in ("dapo", "lambda"):
         rd = runs.Run(tmp_path / "runs" / "openrlhf" / f"qwen2.5-3b-{m}-seed42")
         assert rd.is_done() and rd.meta()["method"] == m and rd.config()["lgrpo"]["method"] == m
+        ps = rd.config()["data"]["prompt_set"]  # the cut to whole rollout batches, in the run's config
+        assert (ps["source_rows"], ps["kept"], ps["dropped"], ps["multiple_of"]) == (130, 128, 2, 128)
+        assert len(ps["dropped_rows"]) == 2 and ps["seed"] == 42
+    assert "training on 128 of 130 prompts (2 dropped" in out.getvalue()
+    assert sum(1 for _ in open(tmp_path / "prompts.qwen-boxed.jsonl")) == 128
     table = pd.read_csv(tmp_path / "paper_artifacts" / "reproduce-3b.csv")
     diff = table[(table["method"] == "lambda") & (table["row"] == "this run - paper")].iloc[0]
     assert diff["math500"] == pytest.approx(50.0 - 67.4) and diff["avg"] == pytest.approx(50.0 - 43.8)

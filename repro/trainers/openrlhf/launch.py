@@ -9,9 +9,11 @@ entry point with ``runpy``, so every stock flag works as documented by OpenRLHF.
 """
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import sys
+from pathlib import Path
 
 from repro.trainers.openrlhf.settings import ENV_VAR, split_argv
 
@@ -20,7 +22,71 @@ _STOCK_ENV = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABL
 _PASS_ENV = ("LGRPO_GRADER", "LGRPO_GRADER_TIMEOUT", "PYTHONPATH")
 
 
-def check_args(stock_argv: list[str], settings) -> object:
+def layout_problems(*, prompts: int, rollout_batch: int, group_size: int, rollout_micro: int, actors: int,
+                    train_batch: int, train_micro: int) -> list[str]:
+    """Why OpenRLHF 0.11.2 would give the data-parallel ranks unequal work or split groups.
+
+    The path (file:line in openrlhf 0.11.2): prompts are drawn ``rollout.batch_size`` at a time
+    and a last partial batch is trained on (``samples_generator.py:16-37``, ``:89-134``); the
+    ``B·G`` samples of a batch are cut into experiences of ``rollout.micro_batch_size``
+    (``experience_maker.py:70-76``) and handed out in contiguous chunks of ``ceil(E / actors)``
+    (``trainer/ray/launcher.py:346-371``); each rank trains on micro-batches of
+    ``train.micro_batch_size`` (``ppo_actor.py:163-170``, ``drop_last``) in optimizer steps of
+    ``gas = train.batch_size / train.micro_batch_size / actors`` of them
+    (``utils/deepspeed/deepspeed.py:110-116``; a trailing partial window is still trained,
+    ``utils/loss_utils.py:102-105``). Ranks that run different numbers of micro-batches issue
+    different numbers of collectives (ZeRO reductions, the window token counts) and hang.
+    Every rollout batch is equal and whole, and every optimizer step holds whole groups on every
+    rank, exactly when all of these hold."""
+    B, G, mr, W, T, m = rollout_batch, group_size, rollout_micro, actors, train_batch, train_micro
+    S = B * G
+    out = []
+    if min(B, G, mr, W, T, m) <= 0:
+        return [f"batch sizes and counts must be positive (rollout.batch_size {B}, G {G}, rollout.micro_batch_size "
+                f"{mr}, actors {W}, train.batch_size {T}, train.micro_batch_size {m})"]
+    if prompts % B:
+        out.append(f"{prompts} prompts are not a multiple of rollout.batch_size {B}: OpenRLHF trains on the last "
+                   f"partial batch ({prompts % B} prompts), which its split gives the ranks unequal work (a hang); "
+                   f"cut the prompt set to {prompts - prompts % B} (reproduce.py prepare-prompts does)")
+    if S % mr:
+        out.append(f"rollout.batch_size x G = {S} samples is not a multiple of rollout.micro_batch_size {mr}")
+    elif (S // mr) % W:
+        out.append(f"{S // mr} experiences of rollout.micro_batch_size {mr} do not split evenly over {W} actors")
+    if S % W == 0 and (S // W) % G:
+        out.append(f"{S // W} samples per actor are not whole groups of {G}")
+    if T % (m * W):
+        out.append(f"train.batch_size {T} is not a multiple of train.micro_batch_size {m} x {W} actors")
+    elif (T // W) % G:
+        out.append(f"an optimizer step holds {T // W} samples per actor, not whole groups of {G}")
+    if S % T:
+        out.append(f"rollout.batch_size x G = {S} is not a multiple of train.batch_size {T}: ranks would end "
+                   "the rollout with a partial optimizer step")
+    return out
+
+
+def count_prompts(dataset: str, max_samples: int | None = None) -> int:
+    """Rows of a local prompt file (JSONL, JSON list or Parquet), capped by ``data.max_samples``
+    as ``ppo_trainer.prepare_datasets`` does (``ppo_trainer.py:40``)."""
+    if not dataset:
+        raise ValueError("--data.prompt_dataset is not set: the launcher counts its prompts to check that every "
+                         "rollout batch is whole")
+    p = Path(dataset)
+    if "," in dataset or not p.is_file():
+        raise ValueError(f"--data.prompt_dataset {dataset!r}: the launcher counts prompts only in one local file "
+                         "(JSONL, JSON or Parquet), to check that every rollout batch is whole")
+    if p.suffix == ".parquet":
+        import pandas as pd
+
+        n = len(pd.read_parquet(p, columns=[]))
+    elif p.suffix == ".json":
+        n = len(json.loads(p.read_text()))
+    else:
+        with p.open("rb") as fh:
+            n = sum(1 for line in fh if line.strip())
+    return min(n, int(max_samples)) if max_samples is not None else n
+
+
+def check_args(stock_argv: list[str], settings, *, count_prompt_file: bool = True) -> object:
     """Parse with the installed OpenRLHF parser and refuse combinations the patches do not cover."""
     from repro.trainers.openrlhf.cli_check import parse_train_ppo_ray
 
@@ -36,6 +102,24 @@ def check_args(stock_argv: list[str], settings) -> object:
         problems.append("learnable λ needs --ds.param_dtype bf16")
     if args.rollout.n_samples_per_prompt < 2:
         problems.append("--rollout.n_samples_per_prompt must be >= 2 (group weights)")
+    if args.algo.dynamic_filtering_enable:
+        problems.append("--algo.dynamic_filtering_enable drops groups, so rollout batches are no longer whole")
+    if args.train.dynamic_batch_enable and settings.scope == "group":
+        problems.append("--train.dynamic_batch_enable spreads groups over ranks and optimizer steps by length; "
+                        "lgrpo.scope group needs whole groups in every step")
+    if not problems:
+        prompts = args.rollout.batch_size  # a stand-in that passes the prompt check
+        if count_prompt_file:
+            try:
+                prompts = count_prompts(args.data.prompt_dataset, args.data.max_samples)
+            except (TypeError, ValueError) as e:
+                problems.append(str(e))
+        ds = args.ds
+        problems += layout_problems(
+            prompts=prompts, rollout_batch=args.rollout.batch_size, group_size=args.rollout.n_samples_per_prompt,
+            rollout_micro=args.rollout.micro_batch_size,
+            actors=args.actor.num_nodes * args.actor.num_gpus_per_node // ds.ring_attn_size // ds.tensor_parallel_size,
+            train_batch=args.train.batch_size, train_micro=args.train.micro_batch_size)
     if problems:
         raise SystemExit("launch: " + "; ".join(problems))
     return args

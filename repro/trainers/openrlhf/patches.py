@@ -7,6 +7,13 @@ Seams (file:line in openrlhf 0.11.2):
   lengths and position (``weighting.attach_group_info``).
 * ``trainer/ray/ppo_actor.py:37`` ``ActorPPOTrainer`` (loss built at :76, ``training_step`` :259,
   ``ppo_train`` :153) -> ``LambdaActorPPOTrainer`` = ``LambdaTrainerMixin`` + stock class.
+  ``ppo_train`` builds ``DataLoader(replay_buffer, shuffle=True, drop_last=True)`` (:163-170,
+  ``DataLoader`` looked up in the module's globals, imported at :12), which shuffles samples, so
+  an optimizer step held pieces of many groups. For the duration of the stock ``ppo_train`` only,
+  ``_whole_group_loader`` stands in for that name: same arguments, but a shuffled buffer is read
+  through ``weighting.GroupShuffleSampler`` (whole groups in random order), after checking that
+  the rank's buffer holds whole groups and fills whole optimizer steps. Everything else in
+  ``ppo_train`` is the stock code.
 * ``trainer/ray/ppo_actor.py:494`` ``PolicyModelActor`` (a Ray actor; trainer built at :585 from
   the module-global name ``ActorPPOTrainer``, checkpoint loaded at :577, saved at :661) ->
   ``LambdaPolicyModelActor``: subclass of the plain class behind ``__ray_actor_class__``,
@@ -23,9 +30,12 @@ This module imports openrlhf, ray and deepspeed; nothing else in the package doe
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 import ray
+from torch.utils.data import DataLoader as _TorchDataLoader
 
 import openrlhf.trainer.ppo_trainer as _ppo_trainer_mod
 import openrlhf.trainer.ray.ppo_actor as _ppo_actor_mod
@@ -34,7 +44,17 @@ from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
 
 from repro.trainers.openrlhf.metrics import record_from_status, rollout_stats
 from repro.trainers.openrlhf.settings import LambdaSettings
-from repro.trainers.openrlhf.weighting import LambdaTrainerMixin, attach_group_info
+from repro.trainers.openrlhf.weighting import (
+    GroupShuffleSampler,
+    LambdaTrainerMixin,
+    attach_group_info,
+    check_step_layout,
+    group_members,
+)
+
+if _ppo_actor_mod.DataLoader is not _TorchDataLoader:
+    raise ImportError("openrlhf.trainer.ray.ppo_actor.DataLoader is not torch's DataLoader: the group-shuffle "
+                      "seam (LambdaActorPPOTrainer.ppo_train) does not fit this OpenRLHF version")
 
 STOCK_POLICY_ACTOR = _ppo_actor_mod.PolicyModelActor
 STOCK_PPO_TRAINER = _ppo_trainer_mod.PPOTrainer
@@ -51,6 +71,47 @@ class LambdaActorPPOTrainer(LambdaTrainerMixin, ActorPPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.setup_lambda(LambdaSettings.from_env())
+
+    def ppo_train(self, *args, **kwargs):
+        with _whole_group_loader(self):
+            return super().ppo_train(*args, **kwargs)
+
+
+# replay buffers (by id) whose trainer's ppo_train is running, and how many are (a lock makes this
+# safe when several trainers share one process, e.g. the tests' thread-emulated ranks)
+_ACTIVE: dict[int, object] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _loader(dataset, *args, shuffle=False, **kwargs):
+    """``ppo_actor.DataLoader`` while a ``LambdaActorPPOTrainer.ppo_train`` runs: the stock
+    torch DataLoader, except that a shuffled replay buffer of a running trainer is read through
+    ``GroupShuffleSampler`` after the whole-group and whole-step checks."""
+    trainer = _ACTIVE.get(id(dataset))
+    if trainer is None or trainer.args.train.dynamic_batch_enable:
+        return _TorchDataLoader(dataset, *args, shuffle=shuffle, **kwargs)
+    groups = group_members(dataset.items)
+    check_step_layout(len(dataset.items), kwargs.get("batch_size", 1),
+                      trainer.strategy.accumulated_gradient, len(groups[0]) if groups else 1)
+    if not shuffle:  # ring attention / DS tensor parallelism: the stock sequential order
+        return _TorchDataLoader(dataset, *args, shuffle=False, **kwargs)
+    return _TorchDataLoader(dataset, *args, sampler=GroupShuffleSampler(groups), **kwargs)
+
+
+@contextlib.contextmanager
+def _whole_group_loader(trainer):
+    """Within the block, ``ppo_actor.DataLoader`` reads ``trainer.replay_buffer`` group-wise."""
+    key = id(trainer.replay_buffer)
+    with _ACTIVE_LOCK:
+        _ACTIVE[key] = trainer
+        _ppo_actor_mod.DataLoader = _loader
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(key, None)
+            if not _ACTIVE:
+                _ppo_actor_mod.DataLoader = _TorchDataLoader
 
 
 class _LambdaPolicyModelActorBase(STOCK_POLICY_ACTOR.__ray_actor_class__):

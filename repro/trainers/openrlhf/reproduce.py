@@ -29,7 +29,8 @@ CONFIGS = REPO / "repro" / "configs"
 SIZES = ("1.5b", "3b", "7b")
 TABLE1_METHODS = ("grpo", "dapo", "lambda")  # the paper's Table 1; dr_grpo is an extra
 ALL_METHODS = ("grpo", "dapo", "lambda", "dr_grpo")
-PROMPTS_FILE = "data/openrlhf/simplelr_qwen_level3to5.{template}.jsonl"
+# the prompt file depends on the cut: a multiple of rollout.batch_size, the dropped rows drawn with the seed
+PROMPTS_FILE = "data/openrlhf/simplelr_qwen_level3to5.{template}.b{batch}.seed{seed}.jsonl"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,7 +84,8 @@ def resolve(cfg: dict, runs: Path, data_src: Path) -> dict:
     """The config with every path filled in: what the run folder's config.yaml records."""
     cfg = json.loads(json.dumps(cfg))  # deep copy
     run_dir = (runs / "openrlhf" / f"{cfg['name']}-seed{cfg['seed']}").resolve()
-    prompts = (REPO / PROMPTS_FILE.format(template=cfg["data"]["template"])).resolve()
+    prompts = (REPO / PROMPTS_FILE.format(template=cfg["data"]["template"], batch=rollout_batch(cfg),
+                                          seed=cfg["seed"])).resolve()
     cfg["paths"] = {
         "run_dir": str(run_dir),
         "train_parquet": str((data_src / cfg["data"]["train"]).resolve()),
@@ -104,6 +106,11 @@ def resolve(cfg: dict, runs: Path, data_src: Path) -> dict:
     return cfg
 
 
+def rollout_batch(cfg: dict) -> int:
+    """Prompts per rollout step: the prompt set is cut to a multiple of it (whole rollout batches)."""
+    return int(cfg["openrlhf"]["rollout.batch_size"])
+
+
 def settings_of(cfg: dict) -> LambdaSettings:
     return LambdaSettings(**cfg["lgrpo"])
 
@@ -115,7 +122,8 @@ def commands(cfg: dict, data_src: Path, python: str = "python") -> dict[str, lis
                             "--parquet", p["train_parquet"], "--out", p["prompts_jsonl"],
                             "--template", cfg["data"]["template"],
                             "--question-key", cfg["data"]["question_key"],
-                            "--answer-key", cfg["data"]["answer_key"]],
+                            "--answer-key", cfg["data"]["answer_key"],
+                            "--multiple-of", str(rollout_batch(cfg)), "--seed", str(cfg["seed"])],
         "train": [python, "-m", "repro.trainers.openrlhf.launch", *to_flags(settings_of(cfg)),
                   *flags_from(cfg["openrlhf"])],
         "eval": [python, "-m", "repro.eval", "--model", p["final_model"], "--benchmarks",
@@ -202,20 +210,43 @@ def machine_problems(cfg: dict) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # steps
 # ----------------------------------------------------------------------------------------------
-def prepare_prompts(parquet: Path, out: Path, template: str, question_key: str, answer_key: str) -> int:
-    """One JSONL row ``{"prompt": <templated question>, "label": <gold answer>}`` per problem."""
+def prepare_prompts(parquet: Path, out: Path, template: str, question_key: str, answer_key: str,
+                    multiple_of: int = 1, seed: int = 0) -> int:
+    """One JSONL row ``{"prompt": <templated question>, "label": <gold answer>}`` per problem kept.
+
+    The set is cut to a multiple of ``multiple_of`` (``rollout.batch_size``): OpenRLHF 0.11.2
+    trains on a last partial rollout batch, which its split hands the ranks unequally (a hang;
+    see ``launch.layout_problems``). The ``len % multiple_of`` dropped rows are drawn with
+    ``seed``; ``prompt_manifest_path(out)`` records the counts and the dropped row numbers, and
+    the run's config.yaml carries them (``data.prompt_set``). Returns the number of rows kept."""
+    import random
+
     import pandas as pd
 
     from repro.eval.prompts import build_prompt
-    from repro.runs import write_text_atomic
+    from repro.runs import write_json_atomic, write_text_atomic
 
+    if multiple_of < 1:
+        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
     df = pd.read_parquet(parquet, columns=[question_key, answer_key])
     if df[question_key].isna().any() or df[answer_key].isna().any():
         raise ValueError(f"{parquet}: empty question or answer")
-    lines = [json.dumps({"prompt": build_prompt(q, template), "label": str(a)}, ensure_ascii=False)
-             for q, a in zip(df[question_key], df[answer_key])]
+    n = len(df)
+    if n < multiple_of:
+        raise ValueError(f"{parquet}: {n} prompts, fewer than one rollout batch of {multiple_of}")
+    dropped = sorted(random.Random(seed).sample(range(n), n % multiple_of))
+    keep = sorted(set(range(n)) - set(dropped))
+    lines = [json.dumps({"prompt": build_prompt(df[question_key].iloc[i], template),
+                         "label": str(df[answer_key].iloc[i])}, ensure_ascii=False) for i in keep]
     write_text_atomic(out, "\n".join(lines) + "\n")
-    return len(lines)
+    write_json_atomic(prompt_manifest_path(out), {
+        "source": str(parquet), "source_rows": n, "multiple_of": int(multiple_of), "seed": int(seed),
+        "kept": len(keep), "dropped": len(dropped), "dropped_rows": dropped})
+    return len(keep)
+
+
+def prompt_manifest_path(prompts_jsonl: Path) -> Path:
+    return Path(prompts_jsonl).with_suffix(".manifest.json")
 
 
 def run_cmd(cmd: list[str], env: dict | None = None) -> None:
@@ -284,9 +315,12 @@ def dry_run(size: str, methods: list[str], runs: Path, data_src: Path) -> int:
             from repro.trainers.openrlhf.cli_check import installed_version
             from repro.trainers.openrlhf.launch import check_args
 
-            check_args(settings_and_stock(commands(cfg, data_src)["train"]), settings_of(cfg))
+            prepared = Path(cfg["paths"]["prompts_jsonl"]).exists()
+            check_args(settings_and_stock(commands(cfg, data_src)["train"]), settings_of(cfg),
+                       count_prompt_file=prepared)
             print(f"### flags: accepted by the installed openrlhf {installed_version()} parser "
-                  "and the launcher's checks")
+                  "and the launcher's checks (batch layout: whole groups, equal work per rank"
+                  + ("; prompt count)" if prepared else "; the prompt count is checked at launch)"))
         except ModuleNotFoundError:
             print("### flags: NOT checked (openrlhf is not installed here)")
     return 0
@@ -316,6 +350,12 @@ def run(size: str, methods: list[str], runs: Path, data_src: Path, skip_eval: bo
         cmds = commands(cfg, data_src, python=sys.executable)
         if not Path(cfg["paths"]["prompts_jsonl"]).exists():
             run_cmd(cmds["prepare_prompts"])
+        manifest = json.loads(prompt_manifest_path(cfg["paths"]["prompts_jsonl"]).read_text())
+        cfg["data"]["prompt_set"] = {k: manifest[k] for k in ("source_rows", "multiple_of", "seed", "kept",
+                                                              "dropped", "dropped_rows")}
+        print(f"{cfg['name']}: training on {manifest['kept']} of {manifest['source_rows']} prompts "
+              f"({manifest['dropped']} dropped, seed {manifest['seed']}: whole rollout batches of "
+              f"{manifest['multiple_of']})", flush=True)
         rd = Path(cfg["paths"]["run_dir"])
         run_dirs[cfg["method"]] = rd
         if not Run(rd).meta_path.exists():
@@ -344,9 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--template", default="qwen-boxed")
         ap.add_argument("--question-key", default="question")
         ap.add_argument("--answer-key", default="gt_answer")
+        ap.add_argument("--multiple-of", type=int, default=1, help="cut the set to a multiple of this (rollout.batch_size)")
+        ap.add_argument("--seed", type=int, default=0, help="draws the rows dropped by the cut")
         a = ap.parse_args(argv[1:])
-        n = prepare_prompts(a.parquet, a.out, a.template, a.question_key, a.answer_key)
-        print(f"wrote {n} prompts to {a.out}")
+        n = prepare_prompts(a.parquet, a.out, a.template, a.question_key, a.answer_key, a.multiple_of, a.seed)
+        m = json.loads(prompt_manifest_path(a.out).read_text())
+        print(f"wrote {n} prompts to {a.out} ({m['dropped']} of {m['source_rows']} dropped for whole rollout "
+              f"batches of {a.multiple_of}; rows in {prompt_manifest_path(a.out)})")
         return 0
     ap = argparse.ArgumentParser(prog="python -m repro.trainers.openrlhf.reproduce")
     ap.add_argument("--size", required=True, choices=SIZES)

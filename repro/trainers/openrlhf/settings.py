@@ -24,7 +24,9 @@ class LambdaSettings:
     init: float = 0.0  # λ at step 0
     sigma: str = "sample"  # σ convention of Eq. 12
     alpha: float = 1.0  # only for delta_l
-    scope: str = "batch"  # batch: OpenRLHF's global token mean; group: Eq. 7's per-group 1/Σ|o|
+    # group: Eq. 7's per-group 1/Σ|o| (the paper configs); batch: OpenRLHF's global token mean.
+    # The default stays batch for direct launches; see paper_artifacts/choices.md, "normaliser of the step"
+    scope: str = "batch"
     run_dir: str | None = None  # where metrics.jsonl goes (repro.runs layout); None: no JSONL
 
     def __post_init__(self):

@@ -24,16 +24,18 @@ Normalisation (``scope``)
 OpenRLHF 0.11.2's token-mean divides the per-token loss by the token count of the whole
 optimizer-step window, summed over DP ranks (``aggregate_loss``). With the wrapper the step loss is
 
-    batch scope:  -(1/T_step) Σ_i f_i L_i                        (default; λ = 0 is stock DAPO)
+    batch scope:  -(1/T_step) Σ_i f_i L_i                        (λ = 0 is stock DAPO)
 
 which is ``repro.objective.policy_loss(scope="batch", denominator=T_step)``. The paper's Eq. 7
-divides each group by its own Σ|o|. ``scope="group"`` gives exactly
+divides each group by its own Σ|o|. ``scope="group"`` (the paper configs) gives exactly
 
     group scope:  -(G/N_step) Σ_i f_i L_i / Σ_{j in group(i)} |o_j|
 
-(``policy_loss(scope="group", denominator=N_step/G)``; N_step/G is the number of groups when the
-step holds whole groups) by scaling f_i with T_step·G / (N_step·Σ_group|o|), from the window
-totals OpenRLHF already passes to the loss.
+(``policy_loss(scope="group", denominator=N_step/G)``) by scaling f_i with T_step·G /
+(N_step·Σ_group|o|), from the window totals OpenRLHF already passes to the loss. N_step/G is the
+number of groups in the step, and the loss is Eq. 7 averaged over them, because every optimizer
+step holds whole groups: section 4 (``GroupShuffleSampler``, used by ``patches.py``) and the
+launcher's layout check. See paper_artifacts/choices.md, "normaliser of the step".
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ from repro.objective import LearnableLambda, sample_weights
 
 GROUP_LEN_KEY = "lgrpo_group_len"  # [B, G] float: the lengths of the sample's whole group
 GROUP_POS_KEY = "lgrpo_group_pos"  # [B] long: the sample's position in its group
+GROUP_ID_KEY = "lgrpo_group_id"  # [B] long: the sample's group in its rollout batch (rollout position // G)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,10 +97,12 @@ def attach_group_info(experiences, group_size: int) -> None:
     groups = as_groups(response_lengths(experiences), idx, G)
     per_sample = groups[idx // G]  # [N, G] in the experiences' row order
     pos = idx % G
+    gid = idx // G
     exp_len = [len(e.index) for e in experiences]
-    for e, gl, p in zip(experiences, per_sample.split(exp_len), pos.split(exp_len)):
+    for e, gl, p, i in zip(experiences, per_sample.split(exp_len), pos.split(exp_len), gid.split(exp_len)):
         e.info[GROUP_LEN_KEY] = gl.clone()
         e.info[GROUP_POS_KEY] = p.clone()
+        e.info[GROUP_ID_KEY] = i.clone()
 
 
 def pop_group_info(info: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +115,7 @@ def pop_group_info(info: dict) -> tuple[torch.Tensor, torch.Tensor]:
             f"Experience.info lacks {GROUP_LEN_KEY!r}/{GROUP_POS_KEY!r}: the experience maker was "
             "not patched (start through repro.trainers.openrlhf.launch)")
     gl, pos = info.pop(GROUP_LEN_KEY), info.pop(GROUP_POS_KEY)
+    info.pop(GROUP_ID_KEY, None)  # used only by the replay buffer's group shuffle
     if isinstance(gl, (list, tuple)):
         gl = torch.stack([torch.as_tensor(x) for x in gl])
     if isinstance(pos, (list, tuple)):
@@ -322,3 +328,74 @@ class LambdaTrainerMixin:
             if "lambda" not in state:
                 raise ValueError("checkpoint has no λ state")
             self.lgrpo_lambda.load_state_dict({"lambda": state["lambda"], "optimizer": state["optimizer"]})
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. whole groups in every optimizer step (the replay buffer's order)
+# ----------------------------------------------------------------------------------------------
+def group_members(items) -> list[list[int]]:
+    """The replay-buffer rows of each group, members in group-position order, groups in id order.
+
+    ``items`` are the single-sample Experiences of one rank's replay buffer (``NaiveReplayBuffer.
+    items``), whose ``info`` holds the keys ``attach_group_info`` wrote. Raises if a group is not
+    whole on this rank: then no order of the buffer can keep groups inside optimizer steps."""
+    groups: dict[int, dict[int, int]] = {}
+    G = None
+    for row, it in enumerate(items):
+        info = it.info
+        if GROUP_ID_KEY not in info or GROUP_POS_KEY not in info or GROUP_LEN_KEY not in info:
+            raise KeyError(f"replay-buffer row {row} lacks the group info ({GROUP_ID_KEY!r}, {GROUP_POS_KEY!r}, "
+                           f"{GROUP_LEN_KEY!r}): the experience maker was not patched")
+        g = int(torch.as_tensor(info[GROUP_LEN_KEY]).numel())
+        if G is None:
+            G = g
+        elif g != G:
+            raise ValueError(f"replay buffer mixes group sizes {G} and {g}")
+        gid, pos = int(info[GROUP_ID_KEY]), int(info[GROUP_POS_KEY])
+        members = groups.setdefault(gid, {})
+        if pos in members:
+            raise ValueError(f"group {gid} has two samples at position {pos}")
+        members[pos] = row
+    partial = [gid for gid, m in groups.items() if len(m) != G]
+    if partial:
+        raise ValueError(f"this rank's replay buffer holds {len(partial)} partial group(s) (e.g. group {partial[0]} "
+                         f"with {len(groups[partial[0]])} of {G} samples): the rollout was not split into whole "
+                         "groups per rank (see repro.trainers.openrlhf.launch.layout_problems)")
+    return [[groups[gid][p] for p in range(G)] for gid in sorted(groups)]
+
+
+def check_step_layout(n_samples: int, micro_batch: int, gas: int, group_size: int) -> None:
+    """One rank's replay buffer must fill whole optimizer steps (``micro_batch × gas`` samples)
+    that hold whole groups; otherwise ranks run different numbers of steps (and collectives)
+    or a group straddles two optimizer steps."""
+    per_step = int(micro_batch) * int(gas)
+    if per_step % group_size:
+        raise ValueError(f"an optimizer step holds {micro_batch} x {gas} = {per_step} samples per rank, "
+                         f"not a multiple of the group size {group_size}")
+    if n_samples % per_step:
+        raise ValueError(f"this rank holds {n_samples} samples, not a whole number of optimizer steps "
+                         f"of {per_step}: ranks would run different numbers of steps")
+
+
+class GroupShuffleSampler(torch.utils.data.Sampler):
+    """Shuffles whole groups instead of samples: the replay buffer is read group after group
+    (in a random group order, each group's members together), so with optimizer steps of a
+    multiple of G samples per rank every step holds whole groups, as veRL's mini-batches do.
+
+    Like ``torch.utils.data.RandomSampler`` without a generator, each pass draws its seed from
+    torch's default generator (so ``train.seed`` makes it reproducible and each epoch differs)."""
+
+    def __init__(self, groups: list[list[int]], generator: torch.Generator | None = None):
+        self.groups = [list(g) for g in groups]
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def __iter__(self):
+        gen = self.generator
+        if gen is None:
+            gen = torch.Generator()
+            gen.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        for k in torch.randperm(len(self.groups), generator=gen).tolist():
+            yield from self.groups[k]
