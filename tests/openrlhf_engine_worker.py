@@ -29,9 +29,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-P, G, ROLLOUTS, SAVE_AFTER = 3, 4, 3, 2
-MICRO_ROLLOUT, MICRO_TRAIN, TRAIN_BATCH, EPOCHS = 3, 2, 12, 2
-LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="batch")
+# 4 groups of 4 per rollout; experiences of one group each, so each rank holds 2 whole groups (the
+# layout the package's ppo_train requires); one optimizer step (gas 4 x 2 samples) per epoch
+P, G, ROLLOUTS, SAVE_AFTER = 4, 4, 3, 2
+MICRO_ROLLOUT, MICRO_TRAIN, TRAIN_BATCH, EPOCHS = 4, 2, 16, 2
+LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="group")  # the paper configs' scope
 MAX_LEN = 64
 
 

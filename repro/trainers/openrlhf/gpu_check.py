@@ -156,7 +156,7 @@ def _version(name):
 # 2. the real DeepSpeed engine and the trainer's training steps on the device
 # ----------------------------------------------------------------------------------------------
 ENGINE = dict(P=2, G=4, rollouts=2, micro_rollout=4, micro_train=2, train_batch=8, epochs=1, max_len=64)
-ENGINE_LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="batch")
+ENGINE_LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="group")  # the paper configs' scope
 
 
 def engine_check(workdir: Path, port: int = 29731) -> dict:
