@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv lock gpu-install demo test bench data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain clean
+.PHONY: venv lock gpu-install demo test bench data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
 
 venv: $(STAMP)
 
@@ -77,6 +77,17 @@ PREFLIGHT = @command -v $(GPU_PY) >/dev/null || { echo "make $@: no '$(GPU_PY)' 
 reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
 	$(if $(DRY_RUN),,$(PREFLIGHT))
 	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
+
+# The one-GPU check (repro/trainers/openrlhf/gpu_check.py), offline, < 8 min on one H200.
+# Here: `make gpu-wheels` puts DeepSpeed (built from its sdist), OpenRLHF and their small
+# pure-python dependencies in gpu_wheels/ (~6 MB). On the GPU machine (torch, transformers,
+# accelerate, peft; no network): `make gpu-check` installs them --no-deps into a
+# --system-site-packages venv and runs the check; results in paper_artifacts/gpu_check.md.
+gpu-wheels: venv
+	PY=$(VPY) scripts/gpu_wheels.sh gpu_wheels
+
+gpu-check:
+	scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

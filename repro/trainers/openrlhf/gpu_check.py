@@ -1,18 +1,37 @@
-"""One-GPU check of the λ path (the issue's "On a GPU" item), in well under 10 minutes, offline.
+"""The one-GPU check (issue 9): offline, in well under 8 minutes on one H200.
 
-    python -m repro.trainers.openrlhf.gpu_check [--device cuda] [--dtype bf16] [--out FILE]
+    make gpu-check                  # = scripts/gpu_check.sh: carried wheels, then this module
+    python -m repro.trainers.openrlhf.gpu_check [--device cuda] [--small] [--out FILE.json] [--md FILE.md]
 
-A tiny Qwen2-architecture model built from a config (random weights, nothing downloaded) computes
-the response log-probs of synthetic groups on the device in bf16. The λ-weighted loss goes
-through the package's ``WeightedPolicyLoss`` around OpenRLHF 0.11.2's *stock* ``PolicyLoss``,
-split into micro-batches with OpenRLHF's window normalisers and DeepSpeed's 1/gas, as in
-training. The λ gradient that reaches λ on the device is compared with ``repro.objective`` on
-CPU in float64 on the same log-probs; the policy gradient must be finite. Results (numbers,
-versions, device) go to a JSON file.
+Four parts, each a dict in the JSON result:
 
-OpenRLHF's ``models/loss.py`` and ``models/utils.py`` are loaded by file location (needs only
-``openrlhf`` and ``deepspeed`` installed, ``--no-deps`` is enough; flash-attn and vLLM are not
-needed).
+1. ``lambda_grad``: a tiny Qwen2 (random weights) computes response log-probs in bf16 on the
+   device; the λ-weighted loss goes through ``WeightedPolicyLoss`` around OpenRLHF 0.11.2's *stock*
+   ``PolicyLoss`` in micro-batches with OpenRLHF's window normalisers and DeepSpeed's 1/gas; λ's
+   gradient on the device is compared with ``repro.objective`` in float64 on CPU.
+2. ``engine``: the real DeepSpeed engine (ZeRO-2, bf16) built by OpenRLHF's stock
+   ``PolicyModelActor.init_model_from_pretrained`` around a tiny Qwen2 made from a config, and the
+   package's ``LambdaActorPPOTrainer`` running the stock ``ppo_train`` (training steps) on the
+   device over two rollouts; λ after each optimizer step must equal the float64 objective over the
+   micro-batches the trainer saw (``local_actor.expected_lambda_trajectory``).
+3. ``loss_timing`` (CUDA only): forward + backward of the wrapped loss vs the stock ``PolicyLoss``
+   at one paper micro-batch (8 x 3,072 log-probs, fp32), timed with CUDA events (medians); also
+   relative to one 1.5B micro-batch forward + backward from part 4.
+4. ``memory_1p5b`` (CUDA only): Qwen2.5-1.5B's architecture from its config values (written
+   below; random init, nothing downloaded) in bf16 with gradient checkpointing, one micro-batch of
+   8 x 3,072 tokens through OpenRLHF's ``Actor.forward`` (logits cast to fp32, entropy computed as
+   with ``--actor.entropy_coef 0``) and the wrapped loss, backward: the measured peak, plus the
+   ZeRO-2 optimizer state per GPU computed for the config's GPU count, against 80 GB.
+
+Without CUDA (the test suite) parts 3 and 4 print "skipped: no CUDA" and part 2 runs on the CPU
+(DeepSpeed's CPU accelerator, gloo, with ``local_actor.cpu_shims``). On a CUDA device the results
+are also written, atomically, to ``paper_artifacts/gpu_check.md`` (``--md`` to change).
+
+Imports: OpenRLHF's ``models/loss.py``/``utils.py`` are loaded by file location for part 1. Parts
+2-4 import OpenRLHF's actor path; where ray / vllm / flash_attn / datasets / aiohttp / PIL are not
+installed (the GPU machine has none of them) ``local_actor.import_stand_ins`` makes them
+importable (nothing on this path calls them), and DeepSpeed runs with its ``torch_adam`` switch
+(no op is compiled: the machine has no nvcc).
 """
 from __future__ import annotations
 
@@ -133,19 +152,263 @@ def _version(name):
         return None
 
 
+# ----------------------------------------------------------------------------------------------
+# 2. the real DeepSpeed engine and the trainer's training steps on the device
+# ----------------------------------------------------------------------------------------------
+ENGINE = dict(P=2, G=4, rollouts=2, micro_rollout=4, micro_train=2, train_batch=8, epochs=1, max_len=64)
+ENGINE_LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="group")  # the paper configs' scope
+
+
+def engine_check(workdir: Path, port: int = 29731) -> dict:
+    """One process (world 1): stock init_model_from_pretrained -> DeepSpeed ZeRO-2 bf16 engine ->
+    LambdaActorPPOTrainer; two rollouts of canned responses through the stock experience path and
+    ``fit`` (ppo_train). λ per optimizer step vs the float64 objective over the recorded inputs."""
+    t0 = time.time()
+    from repro.trainers.openrlhf import local_actor
+
+    local_actor.import_stand_ins()
+    shims = local_actor.cpu_shims()
+    local_actor.torch_adam()
+    local_actor.set_rank_env(0, 1, port)
+    from repro.trainers.openrlhf.settings import LambdaSettings
+
+    E = ENGINE
+    pretrain = local_actor.save_tiny_qwen2(Path(workdir) / "tiny-qwen2")
+    argv = ["--actor.model_name_or_path", pretrain, "--ds.attn_implementation", "sdpa" if torch.cuda.is_available() else "eager",
+            "--ds.zero_stage", "2", "--ds.param_dtype", "bf16", "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
+            "--train.micro_batch_size", str(E["micro_train"]), "--train.batch_size", str(E["train_batch"]),
+            "--train.max_epochs", str(E["epochs"]), "--rollout.batch_size", str(E["P"]),
+            "--rollout.n_samples_per_prompt", str(E["G"]), "--rollout.micro_batch_size", str(E["micro_rollout"]),
+            "--algo.advantage.estimator", "group_norm", "--algo.kl.init_coef", "0", "--actor.loss_agg_mode", "token-mean",
+            "--actor.adam.lr", "3e-3", "--actor.lr_scheduler", "constant", "--actor.lr_warmup_ratio", "0",
+            "--vllm.num_engines", "0", "--vllm.sync_backend", "gloo", "--ckpt.path", str(Path(workdir) / "ckpt")]
+    args = local_actor.parse_args(argv)
+    actor = local_actor.policy_actor(args, pretrain, max_steps=E["rollouts"] * E["epochs"],
+                                     lambda_settings=LambdaSettings(**ENGINE_LAMBDA))
+    trainer, engine = actor.trainer, actor.actor.model
+    em = local_actor.experience_maker(args, actor.tokenizer)
+    records: list = []
+    handle = local_actor.record_loss_inputs(trainer, records)
+    lams = []
+    for rollout in range(E["rollouts"]):
+        mine = local_actor.rollout_experiences(actor, em, local_actor.canned_responses(rollout, E["P"], E["G"]), 0, 1,
+                                               E["max_len"])
+        actor.execute_batch("append", {"experience": mine}, 0, len(mine))
+        actor.fit(kl_ctl=0.0)
+        lams.append(trainer.lgrpo_lambda.value)
+    handle.remove()
+    steps, want, grads = local_actor.expected_lambda_trajectory(
+        [records], lam0=ENGINE_LAMBDA["init"], lr=ENGINE_LAMBDA["lr"], r=ENGINE_LAMBDA["r"],
+        scope=ENGINE_LAMBDA["scope"], G=E["G"])
+    per_rollout = [want[(k + 1) * len(steps) // E["rollouts"] - 1] for k in range(E["rollouts"])]
+    err = max(abs(a - b) for a, b in zip(lams, per_rollout))
+    dev = next(engine.module.parameters()).device
+    import torch.distributed as dist
+
+    out = {"device": str(dev), "engine": type(engine).__name__, "zero_stage": engine.zero_optimization_stage(),
+           "bf16": bool(engine.bfloat16_enabled()), "optimizer": type(engine.optimizer).__name__,
+           "backend": dist.get_backend(), "optimizer_steps": trainer.lgrpo_optimizer_steps,
+           "lambda_per_rollout": lams, "lambda_objective_fp64": per_rollout, "lambda_grads_objective_fp64": grads,
+           "max_abs_lambda_difference": err, "cpu_shims": shims, "seconds": round(time.time() - t0, 2),
+           "ok": bool(err < 1e-5 and abs(lams[-1] - ENGINE_LAMBDA["init"]) > 1e-4
+                      and trainer.lgrpo_optimizer_steps == len(steps))}
+    dist.destroy_process_group()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 3.-4. cost of the wrapper and memory of one micro-batch at the 1.5B shape (CUDA only)
+# ----------------------------------------------------------------------------------------------
+# Qwen2.5-1.5B's architecture (its config.json values; weights are NOT needed: random init)
+QWEN25_1P5B = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                   num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=131072,
+                   rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu")
+PAPER_MICRO = dict(batch=8, seq=3072, response=2048, gpus=4)  # train.micro_batch_size, data.max_len, max_new_tokens
+
+
+def _cuda_ms(fn, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _loss_inputs(B, T, G, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(T // 4, T + 1, (B,), generator=g)
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).to(device)
+    old = (-torch.rand(B, T, generator=g) * 2).to(device)
+    logp = (old + 0.05 * torch.randn(B, T, generator=g).to(device)).requires_grad_(True)
+    adv = torch.randn(B, 1, generator=g).expand(B, T).contiguous().to(device)
+    group_len = torch.randint(T // 4, T + 1, (B, G), generator=g).float()
+    pos = torch.randint(0, G, (B,), generator=g)
+    group_len[torch.arange(B), pos] = lengths.float()
+    info = dict(dp_size=1, batch_num_tokens=mask.sum().float(), global_batch_size=torch.tensor(float(B), device=device))
+    return logp, old, adv, mask, group_len.to(device), pos.to(device), info
+
+
+def loss_timing(device: str, iters: int = 200, warmup: int = 20) -> dict:
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return {"skipped": "no CUDA"}
+    PolicyLoss = load_stock_policy_loss()
+    B, T = PAPER_MICRO["batch"], PAPER_MICRO["seq"]
+    logp, old, adv, mask, gl, pos, info = _loss_inputs(B, T, 8, device)
+    stock = PolicyLoss()
+    lam = obj.LearnableLambda(init=0.5, device=device)
+    wrapped = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=1 / 9)
+
+    def stock_step():
+        logp.grad = None
+        stock(logp, old, adv, action_mask=mask, **info)[0].backward()
+
+    def wrapped_step():
+        logp.grad = None
+        lam.param.grad = None
+        wrapped.set_group_info(gl, pos)
+        wrapped(logp, old, adv, action_mask=mask, **info)[0].backward()
+
+    ms_stock = _cuda_ms(stock_step, iters, warmup)
+    ms_wrapped = _cuda_ms(wrapped_step, iters, warmup)
+    return {"shape": [B, T], "iters": iters, "stock_ms_median": ms_stock, "wrapped_ms_median": ms_wrapped,
+            "wrapped_over_stock": ms_wrapped / ms_stock, "extra_ms": ms_wrapped - ms_stock}
+
+
+def memory_1p5b(device: str, gpus: int = PAPER_MICRO["gpus"]) -> dict:
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return {"skipped": "no CUDA"}
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from repro.trainers.openrlhf import local_actor
+
+    local_actor.import_stand_ins()
+    from openrlhf.models import Actor
+
+    PolicyLoss = load_stock_policy_loss()
+    B, S, A = PAPER_MICRO["batch"], PAPER_MICRO["seq"], PAPER_MICRO["response"]
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    cfg = Qwen2Config(**QWEN25_1P5B)
+    cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    n_params = sum(p.numel() for p in model.parameters())
+    params_bytes = torch.cuda.memory_allocated() - base
+    actor = Actor(model)
+    actor.packing_samples = False  # set only by Actor's from-a-path branch (models/actor.py:217)
+    actor.train()
+    g = torch.Generator(device="cpu").manual_seed(0)
+    seqs = torch.randint(0, cfg.vocab_size, (B, S), generator=g).to(device)
+    attn = torch.ones(B, S, dtype=torch.long, device=device)
+    amask = torch.ones(B, S - 1, dtype=torch.bool, device=device)
+    amask[:, : S - 1 - A] = False
+    lens = amask.sum(-1).float()
+    gl = lens[:, None].repeat(1, 8).cpu()
+    gl[:, 1:] += torch.arange(1, 8).float()
+    pos = torch.zeros(B, dtype=torch.long)
+    lam = obj.LearnableLambda(init=0.5, device=device)
+    fn = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=1 / 9)
+
+    def step():
+        logp, out = actor(seqs, amask, attention_mask=attn, return_output=True, return_entropy=True)
+        fn.set_group_info(gl, pos)
+        info = dict(dp_size=1, batch_num_tokens=amask.sum().float(), global_batch_size=torch.tensor(float(B), device=device))
+        loss = fn(logp, logp.detach() + 0.01, torch.ones_like(logp), action_mask=amask, **info)[0]
+        loss = loss - 0.0 * (out.entropy[:, -amask.shape[1]:] * amask).sum() / amask.sum()  # entropy_coef 0: in graph
+        loss.backward()
+        model.zero_grad(set_to_none=False)
+
+    step()  # allocates the gradients
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    step()
+    b.record()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    zero2_optimizer = 12 * n_params / gpus  # fp32 master + Adam m, v, partitioned over the DP ranks
+    GB = 1e9
+    est = peak + zero2_optimizer
+    return {"config": QWEN25_1P5B, "micro_batch": [B, S], "response_tokens": A, "params": n_params,
+            "params_bf16_GB": params_bytes / GB, "measured_peak_GB": peak / GB,
+            "measured_includes": "bf16 params + full bf16 grads + activations (gradient checkpointing, sdpa) + fp32 logits/entropy",
+            "zero2_optimizer_state_GB_per_gpu": zero2_optimizer / GB, "gpus": gpus,
+            "estimate_GB_per_gpu": est / GB, "fits_80GB": bool(est < 80 * GB),
+            "fwd_bwd_ms": a.elapsed_time(b)}
+
+
+def markdown(res: dict) -> str:
+    lines = ["# One-GPU check (`make gpu-check`)", "",
+             f"Written by `python -m repro.trainers.openrlhf.gpu_check` on {res['device']} "
+             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); versions: "
+             + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
+             f"Overall: **{'PASS' if res['ok'] else 'FAIL'}** in {res['seconds']} s.", ""]
+    for key, title in (("lambda_grad", "λ gradient through the stock PolicyLoss (bf16 tiny Qwen2) vs float64 objective"),
+                       ("engine", "Real DeepSpeed engine + LambdaActorPPOTrainer.ppo_train vs float64 objective"),
+                       ("loss_timing", "Wrapped loss vs stock PolicyLoss (CUDA events, fwd+bwd, medians)"),
+                       ("memory_1p5b", "One micro-batch at the Qwen2.5-1.5B shape")):
+        lines += [f"## {title}", "", "```json", json.dumps(res[key], indent=2, default=str), "```", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m repro.trainers.openrlhf.gpu_check")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--small", action="store_true", help="small shapes (the CPU test)")
+    ap.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON results")
+    ap.add_argument("--md", type=Path, default=None,
+                    help="markdown results (default on CUDA: paper_artifacts/gpu_check.md)")
     a = ap.parse_args(argv)
-    res = run(a.device, a.dtype)
-    text = json.dumps(res, indent=2)
+    import tempfile
+
+    from repro.runs import write_text_atomic
+
+    t0 = time.time()
+    cuda = str(a.device).startswith("cuda")
+    res = {"device": torch.cuda.get_device_name(0) if cuda else (platform.processor() or "cpu")}
+    print("[1/4] λ gradient through the stock PolicyLoss ...", flush=True)
+    res["lambda_grad"] = run(a.device, a.dtype, **(dict(P=2, G=4, micro=3) if a.small else {}))
+    print(f"      ok={res['lambda_grad']['ok']} rel.diff={res['lambda_grad']['relative_difference']:.2e}", flush=True)
+    print("[2/4] real DeepSpeed engine + ppo_train ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        res["engine"] = engine_check(a.workdir or Path(tmp))
+    print(f"      ok={res['engine']['ok']} max|Δλ|={res['engine']['max_abs_lambda_difference']:.2e}", flush=True)
+    print("[3/4] wrapped vs stock loss timing ...", flush=True)
+    res["loss_timing"] = loss_timing(a.device)
+    t = res["loss_timing"]
+    print(f"      {'skipped: ' + t['skipped'] if 'skipped' in t else t}", flush=True)
+    print("[4/4] memory of one micro-batch at the 1.5B shape ...", flush=True)
+    res["memory_1p5b"] = memory_1p5b(a.device) if not a.small else {"skipped": "no CUDA" if not cuda else "--small"}
+    m = res["memory_1p5b"]
+    if "estimate_GB_per_gpu" in m and "fwd_bwd_ms" in m and "extra_ms" in res["loss_timing"]:
+        res["loss_timing"]["extra_over_1p5b_fwd_bwd"] = res["loss_timing"]["extra_ms"] / m["fwd_bwd_ms"]
+    print(f"      {'skipped: ' + m['skipped'] if 'skipped' in m else m}", flush=True)
+    res["versions"] = {"torch": torch.__version__, "python": platform.python_version(),
+                       "openrlhf": _version("openrlhf"), "deepspeed": _version("deepspeed"),
+                       "transformers": _version("transformers")}
+    res["seconds"] = round(time.time() - t0, 1)
+    res["ok"] = bool(res["lambda_grad"]["ok"] and res["engine"]["ok"] and m.get("fits_80GB", True))
+    text = json.dumps(res, indent=2, default=str)
     print(text)
     if a.out:
-        from repro.runs import write_text_atomic
-
         write_text_atomic(a.out, text + "\n")
+    md = a.md or (Path(__file__).resolve().parents[3] / "paper_artifacts" / "gpu_check.md" if cuda else None)
+    if md:
+        write_text_atomic(md, markdown(res))
+        print(f"wrote {md}")
     return 0 if res["ok"] else 1
 
 
