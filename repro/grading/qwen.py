@@ -537,8 +537,9 @@ def _sympy_latex_parser():
         def checkVersion(self, toolVersion):
             pass
 
-    def parse(text: str):
-        text = text.strip()
+    from antlr4.atn.PredictionMode import PredictionMode
+
+    def parse_mode(text: str, sll: bool):
         listener = m.MathErrorListener(text)
         lex = Lexer(antlr4.InputStream(text))
         lex.removeErrorListeners()
@@ -546,7 +547,19 @@ def _sympy_latex_parser():
         parser = Parser(antlr4.CommonTokenStream(lex))
         parser.removeErrorListeners()
         parser.addErrorListener(listener)
-        return m.convert_relation(parser.math().relation())
+        if sll:
+            parser._interp.predictionMode = PredictionMode.SLL
+        return parser.math().relation()
+
+    def parse(text: str):
+        # ANTLR's two-stage recipe: SLL prediction first (fast); a parse it accepts is the LL
+        # parse. Only when SLL reports an error, parse again in full LL mode.
+        text = text.strip()
+        try:
+            rel = parse_mode(text, True)
+        except Exception:
+            rel = parse_mode(text, False)
+        return m.convert_relation(rel)
 
     return parse
 
