@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv lock gpu-install demo test bench data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
+.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,17 @@ test: venv
 bench: venv
 	$(VPY) -m repro.benchmarks.objective
 	$(VPY) -m repro.benchmarks.grading
+	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.benchmarks.grading --corpus
+
+# The grader-fidelity corpus (issue 10): regenerate the pairs and the ORIGINAL grader's verdicts
+# (needs its checkout and venv: see repro/grading/differential.py), then the agreement table.
+ORIG_GRADER ?= ../scratch/orig-grader/examples/simplelr_math_eval
+ORIG_PYTHON ?= ../scratch/orig-grader/venv/bin/python
+grader-corpus: venv
+	$(VPY) -m repro.grading.differential record --orig $(ORIG_GRADER) --orig-python $(ORIG_PYTHON)
+	$(VPY) -m repro.grading.differential compare
+grader-agreement: venv
+	$(VPY) -m repro.grading.differential compare
 
 data: venv
 	$(VPY) -m repro.eval.data --src $(DATA_SRC) --out data/cache

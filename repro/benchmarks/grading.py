@@ -11,6 +11,15 @@ script prints responses per second, the timeouts, and how often the two graders 
     python -m repro.benchmarks.grading [--n 6000] [--workers 2] [--timeout 5] [--graders qwen,math-verify]
 
 Target (issue 3): the whole set in under 60 s with the ``qwen`` grader on 2 cores.
+
+``--corpus`` (issue 10; the second half of ``make bench``) grades the committed grader-fidelity
+corpus (``tests/data/grader_corpus``) side by side, in one run: (1) the ORIGINAL grader in its
+own setting (one pebble worker, 3 s timeout), when ``--orig`` / ``--orig-python`` (or
+``ORIG_GRADER`` / ``ORIG_PYTHON``) point at it, (2) the package's ``qwen`` grader in that same
+setting (one worker, 3 s), and (3) the package's pool (``--workers``). It prints pairs per
+second, the ratios, and how many verdicts the pool changes against (2).
+
+    python -m repro.benchmarks.grading --corpus [--orig DIR --orig-python PY]
 """
 from __future__ import annotations
 
@@ -126,14 +135,59 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def corpus_bench(workers: int, timeout: float, orig: str | None, orig_python: str | None,
+                 limit: int | None = None) -> int:
+    from repro.eval.data import default_src
+    from repro.grading.differential import grade_package, load_corpus, run_original
+
+    rows = load_corpus()[:limit] if limit else load_corpus()
+    n = len(rows)
+    print(f"grader corpus: {n} pairs; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
+    rate = {}
+    if orig and orig_python and os.path.isdir(orig) and os.path.exists(orig_python):
+        t = time.perf_counter()
+        verdicts, pool_s = run_original(rows, orig, orig_python, default_src() / "eval")
+        wall = time.perf_counter() - t
+        rate["original"] = n / pool_s
+        print(f"original (1 worker, 3 s)   {pool_s:7.1f} s  {n / pool_s:7.1f} pairs/s "
+              f"(subprocess wall {wall:.1f} s incl. imports)")
+    else:
+        print("original grader not given (--orig/--orig-python or ORIG_GRADER/ORIG_PYTHON): "
+              "its column is skipped")
+    runs = {}
+    for name, w, to in (("package (1 worker, 3 s)", 1, 3.0),
+                        (f"package pool ({workers} workers)", workers, timeout)):
+        t = time.perf_counter()
+        runs[name] = grade_package(rows, "qwen", workers=w, timeout=to)
+        dt = time.perf_counter() - t
+        rate[name] = n / dt
+        print(f"{name:26s} {dt:7.1f} s  {n / dt:7.1f} pairs/s  timeouts "
+              f"{sum(r.flagged == 'timeout' for r in runs[name])}")
+    a, b = runs.values()
+    changed = sum(x.correct != y.correct for x, y in zip(a, b))
+    pool = rate[f"package pool ({workers} workers)"]
+    print(f"verdicts changed by the pool against the 1-worker setting: {changed}")
+    print(f"ratio pool / package 1-worker: {pool / rate['package (1 worker, 3 s)']:.2f}x")
+    if "original" in rate:
+        print(f"ratio pool / original: {pool / rate['original']:.2f}x  (goal >= 4x)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m repro.benchmarks.grading")
+    ap.add_argument("--corpus", action="store_true", help="the grader-fidelity corpus, side by side")
+    ap.add_argument("--orig", default=os.environ.get("ORIG_GRADER"))
+    ap.add_argument("--orig-python", default=os.environ.get("ORIG_PYTHON"))
+    ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--n", type=int, default=6000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--graders", default="qwen,math-verify")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.corpus:
+        return corpus_bench(args.workers, args.timeout, args.orig, args.orig_python, args.limit)
 
     from repro.grading.pool import grade_many
     from repro.grading.qwen import extract_answer

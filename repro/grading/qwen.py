@@ -35,6 +35,8 @@ from repro.grading import register_grader
 
 # Benchmarks whose answers keep their units (the original skips unit stripping for these).
 STRIP_EXCEPTIONS = frozenset({"minerva_math"})
+# Benchmarks whose gold the original extracts from a solution's box and normalises three times.
+BOXED_GOLD = frozenset({"math500"})
 CHOICES = ("A", "B", "C", "D", "E")
 
 # --------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ def extract_answer(response: str, benchmark: str | None = None, gold: str | None
     """
     if not isinstance(response, str):
         return ""
-    text = response
+    text = response.replace("\u043a\u0438", "")
     if "final answer is $" in text and "$. I hope" in text:
         pred = text.split("final answer is $", 1)[1].split("$. I hope", 1)[0].strip()
     elif "boxed" in text:
@@ -87,13 +89,37 @@ def extract_answer(response: str, benchmark: str | None = None, gold: str | None
         pred = nums[-1] if nums else ""
     pred = re.sub(r"\n\s*", "", pred)
     if gold is not None:
-        g = _strip_dollars(str(gold))
-        if g in CHOICES and pred.strip() not in CHOICES:
-            pred = choice_letter(text)
-        elif all(c in CHOICES for c in g) and not all(c in CHOICES for c in pred):
+        # the multiple-choice fix of the original's math_eval, on the normalised strings
+        skip, boxed = benchmark in STRIP_EXCEPTIONS, benchmark in BOXED_GOLD
+        g = normalise_gold(str(gold), skip, boxed)
+        p = normalise_pred(pred, skip)
+        if g in CHOICES and p not in CHOICES:
+            pred = choice_answer_clean(response)
+        elif _is_multi_choice(g) and not _is_multi_choice(p):
             # as in the original, an empty gold also lands here (two gaokao2023en rows)
-            pred = "".join(c for c in pred if c in CHOICES)
+            pred = "".join(c for c in p if c in CHOICES)
     return pred
+
+
+def _is_multi_choice(s: str) -> bool:
+    return all(c in CHOICES for c in s)
+
+
+def choice_answer_clean(text: str) -> str:
+    """The choice letter of a whole response, as the original's ``math_eval`` finds it: the text
+    after the last "answer is" / "choice is" (only the first paragraph when a trigger occurs
+    twice), then its first standalone A-E after a trigger, else its last one, else the text."""
+    t = text.strip("\n")
+    if any(t.count(k) > 1 for k in ("choice is", "answer is")):
+        t = t.split("\n\n")[0]
+    parts = re.split("choice is|answer is", t)
+    flag = len(parts) > 1
+    if flag:
+        t = parts[-1]
+    t = t.strip("\n").rstrip(".").rstrip("/").strip(" ").lstrip(":")
+    found = re.findall(r"\b(A|B|C|D|E)\b", t.upper()) or [t.strip().strip(".")]
+    t = found[0] if flag else found[-1]
+    return t.rstrip(".").rstrip("/")
 
 
 def _strip_dollars(s: str) -> str:
@@ -111,66 +137,119 @@ def choice_letter(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 # 2. normalisation
 # --------------------------------------------------------------------------------------------
-# Words the original treats as units and deletes wherever they stand alone (plural forms added).
-# Written for this package; it includes the single letters that cause the original's known
-# quirk of deleting variables (a+b -> +b).
-_UNIT_WORDS = """
-a c d g h l m o s t cm mm km kg gm lb lbs oz ft yd yr hr hrs min sec mph kmph kmh cc ml mtr mt
-meter metre meters inch inches foot feet yard mile gallon gal liter litre acre hectare ton
-hour minute second day week month year degree deg percent cent cents dollar rupee rs
-unit square cubic sq cu ohm apple man men woman women child book page coin mark toy
-east west north south way rise loss gain profit increase decrease less more pure number noon am pm
-""".split()
-_UNIT_PHRASES = ["sq m", "sq ft", "sq units", "square units", "cu cm", "cu m", "sq inch"]
+# The unit words the original deletes, in the order in which it tries them (the order matters:
+# ``a .`` is tried before ``a``), each also with "s" appended after the whole list. They are
+# used as regular expressions *unescaped*, as the original does (so "." matches any character),
+# between ``(^|\W)`` and ``($|\W)``; both boundary characters are kept. "|"-separated data.
+_UNITS = ("east|degree|mph|kmph|ft|m sqaure| m east|sq m|deg|mile|q .|monkey|prime|ratio|"
+          "profit of rs|rd|o|gm|p . m|lb|tile|per|dm|lt|gain|ab|way|west|a .|b .|c .|d .|e .|f .|"
+          "g .|h .|t|a|h|no change|men|soldier|pie|bc|excess|st|inches|noon|percent|by|gal|kmh|c|"
+          "acre|rise|a . m|th|π r 2|sq|mark|l|toy|coin|sq . m|gallon|° f|profit|minw|yr|women|"
+          "feet|am|pm|hr|cu cm|square|v â € ™|are|rupee|rounds|cubic|cc|mtr|s|ohm|number|kmph|"
+          "day|hour|minute|min|second|man|woman|sec|cube|mt|sq inch|mp|∏ cm ³|hectare|more|sec|"
+          "unit|cu . m|cm 2|rs .|rs|kg|g|month|km|m|cm|mm|apple|liter|loss|yard|pure|year|"
+          "increase|decrease|d|less|Surface|litre|pi sq m|s .|metre|meter|inch").split("|")
 
 
 @lru_cache(maxsize=1)
-def _unit_regex() -> re.Pattern:
-    words = set(_UNIT_WORDS) | {w + "s" for w in _UNIT_WORDS} | set(_UNIT_PHRASES)
-    alts = sorted((re.escape(w) for w in words), key=len, reverse=True)
-    return re.compile(r"(^|\W)(?:" + "|".join(alts) + r")(?=$|\W)")
+def _unit_patterns() -> tuple[tuple[tuple[str, ...], re.Pattern], ...]:
+    """(literal fragments, compiled pattern) per unit word; a pattern can only match a string
+    that holds all its fragments, which lets most of the ~280 substitutions be skipped."""
+    words = _UNITS + [w + "s" for w in _UNITS]
+    return tuple((tuple(f for f in w.split(".") if f),
+                  re.compile(r"(^|\W)" + w + r"($|\W)")) for w in words)
 
 
-_WORD_NUMS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
-    "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-    "ninety": 90,
-}
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+def strip_units(s: str) -> str:
+    """The original's unit deletion: every unit word in turn, twice over; a substitution that
+    would leave nothing is not applied."""
+    pats = _unit_patterns()
+    for _ in range(2):
+        for frags, rx in pats:
+            if all(f in s for f in frags):
+                t = rx.sub(r"\1\2", s)
+                if t != "":
+                    s = t
+    return s
+
+
+# word2number's vocabulary (the original runs ``w2n.word_to_num`` on every answer)
+_W2N = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_W2N.update({"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+             "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000, "million": 10**6,
+             "billion": 10**9})
+
+
+def _w2n_group(words: list[str]) -> int:
+    v = [_W2N[w] for w in words]
+    if len(v) == 4:
+        return v[0] * v[1] + v[2] + v[3]
+    if len(v) == 3:
+        return v[0] * v[1] + v[2]
+    if len(v) == 2:
+        return v[0] * v[1] if 100 in v else v[0] + v[1]
+    return v[0]  # an empty group raises IndexError, as there
+
+
+def _word_to_num(sentence: str):
+    """The behaviour of word2number 1.1's ``word_to_num`` (raises ValueError/IndexError where it
+    does): a digit string gives its int; otherwise the number words *anywhere* in the sentence
+    are combined, the others ignored (so ``one-to-one`` gives 2)."""
+    s = sentence.replace("-", " ").lower()
+    if s.isdigit():
+        return int(s)
+    words = [w for w in s.strip().split() if w in _W2N or w == "point"]
+    if not words:
+        raise ValueError("no number words")
+    if any(words.count(w) > 1 for w in ("thousand", "million", "billion", "point")):
+        raise ValueError("redundant number word")
+    dec = []
+    if "point" in words:
+        k = words.index("point")
+        words, dec = words[:k], words[k + 1:]
+    idx = {w: (words.index(w) if w in words else -1) for w in ("billion", "million", "thousand")}
+    bi, mi, th = idx["billion"], idx["million"], idx["thousand"]
+    if (th > -1 and (th < mi or th < bi)) or (mi > -1 and mi < bi):
+        raise ValueError("malformed number")
+    total = 0
+    if len(words) == 1:
+        total += _W2N[words[0]]
+    elif words:
+        if bi > -1:
+            total += _w2n_group(words[:bi]) * 10**9
+        if mi > -1:
+            total += _w2n_group(words[bi + 1:mi] if bi > -1 else words[:mi]) * 10**6
+        if th > -1:
+            lo = mi + 1 if mi > -1 else (bi + 1 if bi > -1 else 0)
+            total += _w2n_group(words[lo:th]) * 1000
+        if th > -1 and th != len(words) - 1:
+            total += _w2n_group(words[th + 1:])
+        elif mi > -1 and mi != len(words) - 1:
+            total += _w2n_group(words[mi + 1:])
+        elif bi > -1 and bi != len(words) - 1:
+            total += _w2n_group(words[bi + 1:])
+        elif th == -1 and mi == -1 and bi == -1:
+            total += _w2n_group(words)
+    if dec:
+        digits = []
+        for w in dec:
+            if w not in _W2N or _W2N[w] > 9:
+                digits = None
+                break
+            digits.append(str(_W2N[w]))
+        total += float("0." + "".join(digits)) if digits else 0
+    return total
 
 
 def words_to_number(s: str) -> str:
-    """``two`` -> ``2``, ``one point five`` -> ``1.5``, ``twenty one`` -> ``21``; anything that is
-    not entirely a number in words is returned unchanged (the original ran word2number on the
-    whole string)."""
-    toks = s.strip().lower().replace("-", " ").split()
-    if not toks or any(t not in _WORD_NUMS and t not in _SCALES and t not in ("point", "and")
-                       for t in toks):
+    """``two`` -> ``2``, ``one point five`` -> ``1.5``; the string unchanged where word2number
+    would raise (the original calls it on the whole answer and ignores its errors)."""
+    try:
+        return str(_word_to_num(s))
+    except (ValueError, IndexError):
         return s
-    if "point" in toks:
-        i = toks.index("point")
-        head, frac = toks[:i], toks[i + 1:]
-        if not frac or any(t not in _WORD_NUMS or _WORD_NUMS[t] > 9 for t in frac):
-            return s
-        whole = words_to_number(" ".join(head)) if head else "0"
-        if not whole.isdigit():
-            return s
-        return whole + "." + "".join(str(_WORD_NUMS[t]) for t in frac)
-    total, cur, seen = 0, 0, False
-    for t in toks:
-        if t == "and":
-            continue
-        seen = True
-        if t in _WORD_NUMS:
-            cur += _WORD_NUMS[t]
-        elif t == "hundred":
-            cur = max(cur, 1) * 100
-        else:
-            total += max(cur, 1) * _SCALES[t]
-            cur = 0
-    return str(total + cur) if seen else s
 
 
 def _fix_fracs(s: str) -> str:
@@ -191,50 +270,62 @@ def _fix_fracs(s: str) -> str:
     return "".join(out)
 
 
-def _fix_sqrt(s: str) -> str:
-    return re.sub(r"\\sqrt(\w+)", r"\\sqrt{\1}", s) if "\\sqrt" in s else s
-
-
 def _fix_slash(s: str) -> str:
-    m = re.fullmatch(r"(-?\d+)/(\d+)", s)
-    return f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}" if m else s
+    """``a/b`` of two integers (written as ``int`` prints them) -> ``\\frac{a}{b}``; a side
+    holding ``sqrt`` is kept as written."""
+    parts = s.split("/")
+    if len(parts) != 2:
+        return s
+    a, b = parts
+    try:
+        a2 = a if "sqrt" in a else str(int(a))
+        b2 = b if "sqrt" in b else str(int(b))
+    except ValueError:
+        return s
+    if f"{a2}/{b2}" != s:
+        return s
+    return "\\frac{" + a2 + "}{" + b2 + "}"
+
+
+_TEXT_TAIL = re.compile(r"\\text{.*?}$")
+_TEXT = re.compile(r"\\text\{(.*?)\}")
+_MBOX = re.compile(r"\\mbox{.*?}")
 
 
 def normalise(s: str, skip_unit: bool = False) -> str:
     """One pass of the original's ``strip_string`` behaviour (not idempotent, like the original)."""
     s = str(s).strip().replace("\n", "").rstrip(".")
     s = s.replace("\\!", "")
-    # matrices: every environment becomes pmatrix
-    s = re.sub(r"\\begin\{array\}\{[^}]*\}", r"\\begin{pmatrix}", s)
+    s = re.sub(r"\\begin\{array\}\{.*?\}", r"\\begin{pmatrix}", s)
     s = s.replace("\\end{array}", "\\end{pmatrix}").replace("bmatrix", "pmatrix")
     s = s.replace("tfrac", "frac").replace("dfrac", "frac")
     s = s.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge")
     s = s.replace("\\left", "").replace("\\right", "").replace("\\{", "{").replace("\\}", "}")
-    t = re.sub(r"\\text\{.*?\}$", "", s).strip()  # a trailing \text{...} (a unit) goes
-    if t and t != s:
+    t = _TEXT_TAIL.sub("", s).strip()  # a trailing \text{...} (a unit) goes
+    if t != "" and t != s:
         s = t
     if not skip_unit:
-        rx = _unit_regex()
-        for _ in range(2):
-            t = rx.sub(r"\1", s)
-            if t:
-                s = t
+        s = strip_units(s)
     s = s.replace("^{\\circ}", "").replace("^\\circ", "")
     s = s.replace("\\$", "").replace("$", "").replace("\\(", "").replace("\\)", "")
     s = words_to_number(s)
-    s = re.sub(r"\\text\{(.*?)\}", r"\1", s)
+    s = _TEXT.sub(r"\1", s)
     for key in ("x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"):
         s = s.replace(key, "")
     s = s.replace("\\emptyset", "{}")
     s = s.replace("(-\\infty,\\infty)", "\\mathbb{R}")
     s = s.replace("\\%", "").replace("%", "")
     s = s.replace(" .", " 0.").replace("{.", "{0.")
-    s = re.sub(r"\\mbox\{.*?\}", "", s)
-    s = s.replace("'", "").replace('"', "")
+    s = s.replace("infinity", "\\infty")
+    if "\\infty" not in s:
+        s = s.replace("inf", "\\infty")
+    s = s.replace("+\\inity", "\\infty")
+    s = s.replace("and", "").replace("\\mathbf", "")
+    s = _MBOX.sub("", s)
     if "j" in s and "i" not in s:
         s = s.replace("j", "i")
-    s = re.sub(r"(\d+)\.0+([^\d])", r"\1\2", s)
-    s = re.sub(r"(\d+)\.0+$", r"\1", s)
+    s = re.sub(r"(\d+)\.0*([^\d])", r"\1\2", s)
+    s = re.sub(r"(\d+)\.0*$", r"\1", s)
     if not s:
         return s
     if s[0] == ".":
@@ -242,33 +333,39 @@ def normalise(s: str, skip_unit: bool = False) -> str:
     halves = s.split("=")
     if len(halves) == 2 and len(halves[0]) <= 2:
         s = halves[1]
-    s = _fix_sqrt(s)
+    s = re.sub(r"\\sqrt(\w+)", r"\\sqrt{\1}", s)
     s = s.replace(" ", "")
     s = _fix_fracs(s)
-    s = _fix_slash(s)
-    s = s.replace("infinity", "\\infty")
-    if "\\infty" not in s:
-        s = s.replace("inf", "\\infty")
-    s = s.replace("+\\inity", "\\infty")
-    s = s.replace("and", "")
-    s = s.replace("\\mathbf", "")
-    s = re.sub(r"\\mbox\{(.*?)\}", r"\1", s)
-    return s
+    return _fix_slash(s)
 
 
-def normalise_pred(pred: str, skip_unit: bool = False) -> str:
-    p = re.sub(r"\n\s*", "", str(pred))
+def _trim_extracted(p: str) -> str:
+    """What the original's ``extract_answer`` does to the answer string before normalising it."""
+    p = re.sub(r"\n\s*", "", str(p))
     if p.startswith(":"):
         p = p[1:]
     if p.endswith("."):
         p = p[:-1]
     if p.endswith("/"):
         p = p[:-1]
-    return normalise(normalise(p, skip_unit), skip_unit)
+    return p
 
 
-def normalise_gold(gold: str, skip_unit: bool = False) -> str:
-    return normalise(normalise(_strip_dollars(str(gold)), skip_unit), skip_unit)
+def normalise_pred(pred: str, skip_unit: bool = False) -> str:
+    """``extract_answer``'s trimming and normalisation, then ``run_execute``'s second one."""
+    return normalise(normalise(_trim_extracted(pred), skip_unit), skip_unit)
+
+
+# How often the original normalises the gold, per benchmark: math500 extracts it from the
+# solution (trim + one pass) and then normalises twice more; minerva_math extracts it (one pass,
+# units kept) and never again; the others take the answer field and normalise it twice.
+def normalise_gold(gold: str, skip_unit: bool = False, boxed_gold: bool = False) -> str:
+    g = str(gold)
+    if skip_unit:  # minerva_math
+        return normalise(_trim_extracted(g), True)
+    if boxed_gold:  # math500
+        return normalise(normalise(normalise(_trim_extracted(g))))
+    return normalise(normalise(g))
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +410,8 @@ def _as_pmatrix(s: str) -> str:
     groups = re.findall(r"\{.*,.*\}", s.strip())
     if not groups:
         return s
-    return ", ".join(_PMATRIX_OPEN + g.strip("{}").replace(",", "\\\\") + _PMATRIX_CLOSE
+    # a comma becomes ONE backslash, as in the original (not a row break)
+    return ", ".join(_PMATRIX_OPEN + g.strip("{}").replace(",", "\\") + _PMATRIX_CLOSE
                      for g in groups)
 
 
@@ -411,28 +509,95 @@ def latex_to_sympy(text: str):
         return conv.parse(text)
 
 
+@lru_cache(maxsize=1)
+def _sympy_latex_parser():
+    """sympy's own ANTLR LaTeX parser (the original's first parser), or None.
+
+    sympy refuses to run it unless the antlr runtime is 4.11, the version its generated parser
+    was built with; this environment has 4.13 (math-verify needs it). The serialized grammar
+    (ATN version 4) is read the same by both runtimes, so this calls the same lexer, parser and
+    converter that ``sympy.parsing.latex.parse_latex`` calls, without that version check and
+    without the runtime's version-mismatch warning. Checked against the original's verdicts by
+    ``tests/test_grader_corpus.py``.
+    """
+    try:
+        import antlr4
+        from sympy.parsing.latex import _parse_latex_antlr as m
+
+        if m.LaTeXLexer is None or m.LaTeXParser is None or m.MathErrorListener is None:
+            return None
+    except ImportError:
+        return None
+
+    class Lexer(m.LaTeXLexer):
+        def checkVersion(self, toolVersion):
+            pass
+
+    class Parser(m.LaTeXParser):
+        def checkVersion(self, toolVersion):
+            pass
+
+    from antlr4.atn.PredictionMode import PredictionMode
+
+    def parse_mode(text: str, sll: bool):
+        listener = m.MathErrorListener(text)
+        lex = Lexer(antlr4.InputStream(text))
+        lex.removeErrorListeners()
+        lex.addErrorListener(listener)
+        parser = Parser(antlr4.CommonTokenStream(lex))
+        parser.removeErrorListeners()
+        parser.addErrorListener(listener)
+        if sll:
+            parser._interp.predictionMode = PredictionMode.SLL
+        return parser.math().relation()
+
+    def parse(text: str):
+        # ANTLR's two-stage recipe: SLL prediction first (fast); a parse it accepts is the LL
+        # parse. Only when SLL reports an error, parse again in full LL mode.
+        text = text.strip()
+        try:
+            rel = parse_mode(text, True)
+        except Exception:
+            rel = parse_mode(text, False)
+        return m.convert_relation(rel)
+
+    return parse
+
+
+def _parse_latex_sympy(text: str):
+    parse = _sympy_latex_parser()
+    if parse is None:
+        raise ImportError("sympy's LaTeX parser is unavailable")
+    return parse(text)
+
+
+def _parse_expr(text: str):
+    from sympy.parsing.sympy_parser import parse_expr
+
+    return parse_expr(text)
+
+
+def _parse_latex2sympy(text: str):
+    if "boxed" in text or "\\fbox" in text:
+        # latex2sympy2_extended understands \boxed, the original's bundled latex2sympy did not
+        raise ValueError("boxed")
+    return latex_to_sympy(text)
+
+
 @lru_cache(maxsize=4096)
 def _parse_math(s: str):
-    """A sympy object for ``s``, or ``s`` itself when nothing parses it (cached: the same gold
-    is parsed once per worker, not once per sample)."""
-    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
-                                            parse_expr, standard_transformations)
-
-    if "boxed" in s or "\\fbox" in s:
-        # latex2sympy2_extended understands \boxed, the original's parsers did not: a pred that
-        # still holds a box (the Minerva-sentence branch) stays unparsed, hence wrong, as there
-        return s
-    candidates = [s.replace("\\\\", "\\"), s] if "\\\\" in s else [s]
-    for text in candidates:
+    """A sympy object for ``s``, or ``s`` itself when nothing parses it: the original's parsers
+    in its order (sympy's LaTeX parser, ``parse_expr``, latex2sympy; here latex2sympy2_extended
+    stands in for the original's bundled latex2sympy), each tried on ``s`` with ``\\\\`` read as
+    ``\\`` first. Cached: the same gold is parsed once per worker, not once per sample."""
+    for f in (_parse_latex_sympy, _parse_expr, _parse_latex2sympy):
         try:
-            return latex_to_sympy(text)
+            return f(s.replace("\\\\", "\\"))
         except Exception:
-            pass
-        try:
-            return parse_expr(text, transformations=standard_transformations
-                              + (implicit_multiplication_application, convert_xor))
-        except Exception:
-            pass
+            try:
+                return f(s)
+            except Exception:
+                pass
     return s
 
 
@@ -504,19 +669,23 @@ def symbolic_equal(a: str, b: str, rel_tol: float = 1e-4) -> bool:
 # --------------------------------------------------------------------------------------------
 # the graders
 # --------------------------------------------------------------------------------------------
-def grade(pred: str, gold: str, skip_unit: bool = False) -> bool:
-    """Qwen-style equivalence of an extracted answer and a gold answer; never raises."""
+def grade(pred: str, gold: str, skip_unit: bool = False, boxed_gold: bool = False) -> bool:
+    """Qwen-style equivalence of an extracted answer and a gold answer; never raises.
+
+    ``skip_unit``: Minerva's regime (units kept; the gold normalised once). ``boxed_gold``:
+    MATH-500's (the gold, a solution's box content, normalised three times)."""
     if not isinstance(pred, str) or not isinstance(gold, str):
         return False
     try:
-        return bool(math_equal(normalise_pred(pred, skip_unit), normalise_gold(gold, skip_unit)))
+        return bool(math_equal(normalise_pred(pred, skip_unit),
+                               normalise_gold(gold, skip_unit, boxed_gold)))
     except Exception:
         return False
 
 
 @register_grader("qwen")
 def qwen_grade(pred: str, gold: str) -> bool:
-    return grade(pred, gold, skip_unit=False)
+    return grade(pred, gold)
 
 
 @register_grader("qwen-keep-units")
@@ -525,8 +694,17 @@ def qwen_grade_keep_units(pred: str, gold: str) -> bool:
     return grade(pred, gold, skip_unit=True)
 
 
+@register_grader("qwen-boxed-gold")
+def qwen_grade_boxed_gold(pred: str, gold: str) -> bool:
+    """The ``qwen`` grader as the original runs it on MATH-500 (gold normalised three times)."""
+    return grade(pred, gold, boxed_gold=True)
+
+
 def grader_name_for(grader: str, benchmark: str | None) -> str:
-    """The registered grader that ``grader`` means on ``benchmark`` (Minerva keeps units)."""
+    """The registered grader that ``grader`` means on ``benchmark`` (Minerva keeps units;
+    MATH-500's gold is normalised once more)."""
     if grader == "qwen" and benchmark in STRIP_EXCEPTIONS:
         return "qwen-keep-units"
+    if grader == "qwen" and benchmark in BOXED_GOLD:
+        return "qwen-boxed-gold"
     return grader
