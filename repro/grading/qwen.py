@@ -141,6 +141,8 @@ def choice_letter(text: str) -> str:
 # ``a .`` is tried before ``a``), each also with "s" appended after the whole list. They are
 # used as regular expressions *unescaped*, as the original does (so "." matches any character),
 # between ``(^|\W)`` and ``($|\W)``; both boundary characters are kept. "|"-separated data.
+# This list is data read off the original's ``strip_string`` (Qwen2.5-Math ``evaluation/parser.py``,
+# as vendored by simpleRL-reason), reproduced for verdict fidelity, typos included.
 _UNITS = ("east|degree|mph|kmph|ft|m sqaure| m east|sq m|deg|mile|q .|monkey|prime|ratio|"
           "profit of rs|rd|o|gm|p . m|lb|tile|per|dm|lt|gain|ab|way|west|a .|b .|c .|d .|e .|f .|"
           "g .|h .|t|a|h|no change|men|soldier|pie|bc|excess|st|inches|noon|percent|by|gal|kmh|c|"
