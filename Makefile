@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv demo test bench data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain clean
+.PHONY: venv demo test bench data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ artifacts: venv
 
 reproduce-cpu: venv
 	$(VPY) -m repro.demo --full --out $(RUNS)/reproduce-cpu
+
+# Issue 13: λ lr {0.1, 1, 10} × r {1/9, 1/3} on sum and budget, 3 seeds, vs DAPO and GRPO (48 runs)
+ablation-cpu: venv
+	$(VPY) -m repro.demo --ablation --out $(RUNS)/ablation --artifacts paper_artifacts
 
 pretrain: venv
 	$(VPY) -m repro.trainers.pretrain

@@ -17,7 +17,9 @@ One step of the loop (every piece of math comes from ``repro.objective``; nothin
    optimizer step, SGD lr 0.1 as in the paper;
 5. one metrics line per optimizer step through ``repro.runs.Run.log`` (the shared schema);
    a checkpoint every ``checkpoint_every`` steps and at the end; a greedy evaluation on held-out
-   problems at the end (``eval/scores.json``) and, optionally, every ``eval_every`` steps.
+   problems at the end (``eval/scores.json``) and, optionally (``eval_every`` > 0), at step 0
+   and every ``eval_every`` steps on the first ``eval_every_problems`` of those problems
+   (``eval/periodic.jsonl``, also ``eval_accuracy`` / ``eval_length`` in the metrics line).
 
 Resume (``--resume``) reloads the newest checkpoint (weights, AdamW state, λ and its SGD state,
 counters) and drops metrics lines after it. Because each rollout's randomness is seeded from
@@ -80,8 +82,8 @@ class TrainConfig:
     lambda_init: float = 0.0
     lambda_lr: float = 0.1
     checkpoint_every: int = 50  # steps; 0 = only at the end
-    eval_every: int = 0  # steps; 0 = only at the end
-    eval_every_problems: int = 200
+    eval_every: int = 0  # steps; 0 = only at the end. >0: greedy eval of the first
+    eval_every_problems: int = 200  # held-out problems at step 0 and every eval_every steps
     eval_problems: int = 500  # held-out problems for the final greedy evaluation
     eval_seed: int = 12345
     threads: int = 0  # torch threads (0: leave torch's default)
@@ -124,6 +126,9 @@ class TrainConfig:
                              f"(moving the model and rollout tensors to a GPU is not implemented)")
         if self.max_new_tokens < 0 or self.eval_problems < 0 or self.kl_coef < 0 or self.record_groups < 0:
             raise ValueError("max_new_tokens, eval_problems, kl_coef and record_groups must be >= 0")
+        if self.eval_every < 0 or (self.eval_every and self.eval_every_problems < 1):
+            raise ValueError(f"eval_every ({self.eval_every}) must be >= 0, and eval_every_problems "
+                             f"({self.eval_every_problems}) >= 1 when it is > 0")
         ckpt = Path(self.checkpoint_path)
         if not (ckpt / "config.json").is_file():
             raise FileNotFoundError(f"init_checkpoint {ckpt} has no config.json: not a model "
@@ -266,6 +271,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     P, G, B = cfg.prompts_per_rollout, cfg.group_size, cfg.prompts_per_rollout * cfg.group_size
     eval_set = sample_problems(max(cfg.eval_problems, cfg.eval_every_problems if cfg.eval_every else 0),
                                random.Random(cfg.eval_seed), "test")
+    periodic_set = eval_set[:cfg.eval_every_problems] if cfg.eval_every else []
+    periodic_name = f"{cfg.task}_heldout{cfg.eval_every_problems}"
+
+    def periodic_eval(at_step: int) -> dict:
+        # greedy decoding draws no random numbers, and every rollout reseeds torch and its own
+        # RNG, so this evaluation leaves training exactly as it would be without it (tested)
+        ev = evaluate(model, tok, periodic_set, max_new_tokens=cfg.budget)
+        model.train()
+        run.log_periodic_eval(step=at_step, benchmark=periodic_name, ev=ev)
+        return ev
+
+    if cfg.eval_every and step == 0:
+        periodic_eval(0)  # the starting checkpoint, so the curves start where training does
     t0 = time.time() - elapsed0
     bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.task}/{cfg.method}/s{cfg.seed}",
                disable=not progress, dynamic_ncols=True)
@@ -337,10 +355,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                 **{f"style_{s}": styles.count(s) / B for s in ("direct", "terse", "verbose", "other")},
             }
             if cfg.eval_every and step % cfg.eval_every == 0:
-                ev = evaluate(model, tok, eval_set[:cfg.eval_every_problems], max_new_tokens=cfg.budget)
+                ev = periodic_eval(step)
                 rec["eval_accuracy"] = ev["accuracy"]
                 rec["eval_length"] = ev["response_length_mean"]
-                model.train()
             run.log(rec)
             bar.update(1)
             bar.set_postfix(acc=f"{rec['accuracy']:.2f}", len=f"{rec['response_length_mean']:.1f}",
