@@ -72,18 +72,22 @@ ABLATION_BASELINES = ("dapo", "grpo")
 
 def ablation_plan(seeds: int | None = None, tasks: list[str] | None = None,
                   lambda_lrs=ABLATION_LAMBDA_LRS, rs=ABLATION_RS) -> list[Job]:
-    """Seed-major order (every cell of seed 0, then seed 1, ...), so that an interrupted or
-    shortened ablation leaves whole seeds rather than whole cells missing."""
+    """The grid, in the order it is run: first DAPO and the cells where λ can move (λ lr ≥ 1),
+    seed by seed, then the paper's λ lr 0.1 and GRPO (both already compared with DAPO at
+    3 seeds in ``cpu_results.md``), seed by seed. An interrupted or shortened ablation thus
+    leaves whole seeds of the question's cells rather than whole cells missing."""
     tasks = tasks or ["sum", "budget"]
-    out = []
+    core, extra = [], []
     for s in range(seeds or 3):
         for t in tasks:
-            out += [Job(f"{t}_{m}_s{s}", t, m, s) for m in ABLATION_BASELINES]
-            for lr in lambda_lrs:
-                for r, rname in rs:
-                    out.append(Job(f"{t}_lambda_lr{lr:g}_r{rname}_s{s}", t, "lambda", s,
-                                   (("lambda_lr", float(lr)), ("r", float(r)))))
-    return out
+            core.append(Job(f"{t}_dapo_s{s}", t, "dapo", s))
+            for lr in sorted(lambda_lrs, reverse=True):
+                for r, rname in sorted(rs, reverse=True):
+                    job = Job(f"{t}_lambda_lr{lr:g}_r{rname}_s{s}", t, "lambda", s,
+                              (("lambda_lr", float(lr)), ("r", float(r))))
+                    (core if lr >= 1 or len(lambda_lrs) == 1 else extra).append(job)
+            extra += [Job(f"{t}_{m}_s{s}", t, m, s) for m in ABLATION_BASELINES if m != "dapo"]
+    return core + extra
 
 
 def _cmd(out: Path, job: Job, overrides: dict, resume: bool) -> list[str]:

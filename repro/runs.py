@@ -15,6 +15,8 @@ Layout of one run folder::
                          (``Run.log_periodic_eval`` / ``Run.periodic_evals``; schema PERIODIC_EVAL)
       groups.jsonl       optional: a sample of whole groups (step, λ, r, lengths, L_i per response)
                          for checking Eq. 20 on recorded data (``Run.log_group`` / ``Run.groups``)
+      tensorboard/       optional: TensorBoard event files (reference trainer ``--tensorboard``),
+                         a copy of the JSONL for people who read TensorBoard; never read back here
       DONE               written last, when the run finished
 
 Files are written atomically (temporary file + ``os.replace``); metrics lines are appended whole

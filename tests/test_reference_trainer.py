@@ -299,3 +299,18 @@ def test_same_seed_gives_dapo_and_lambda_the_same_first_rollout(runs):
               "f_min", "f_max"):
         assert a[k] == b[k], k
     assert runs["lambda"].metrics()[1]["lambda"] != 0.0
+
+
+def test_tensorboard_events_hold_the_jsonl_values(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(_cfg(method="lambda", lr=1e-3, eval_every=2, eval_every_problems=4), tmp_path / "tb",
+                progress=False, tensorboard=True)
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/lambda", "train/reward_mean", "eval/accuracy", "final_eval/accuracy"} <= tags
+    lam = [(e.step, e.value) for e in acc.Scalars("train/lambda")]
+    assert lam == [(r["step"], pytest.approx(r["lambda"], rel=1e-6)) for r in run.metrics()]
+    ev = [(e.step, e.value) for e in acc.Scalars("eval/accuracy")]
+    assert ev == [(p["step"], pytest.approx(p["accuracy"], rel=1e-6)) for p in run.periodic_evals()]

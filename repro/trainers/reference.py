@@ -3,6 +3,7 @@
     python -m repro.trainers.reference --config repro/configs/cpu/sum_lambda.yaml --out runs/x
     python -m repro.trainers.reference --config ... --out runs/x --resume   # continue from latest
     python -m repro.trainers.reference --config ... --out runs/x --set steps=20 --set seed=1
+    python -m repro.trainers.reference --config ... --out runs/x --tensorboard  # + TensorBoard events
 
 One step of the loop (every piece of math comes from ``repro.objective``; nothing is re-derived):
 
@@ -232,9 +233,31 @@ def _std(x: torch.Tensor) -> float:
     return float(x.std()) if x.numel() > 1 else 0.0
 
 
+def _tensorboard_writer(run: Run, step: int):
+    """TensorBoard event files in ``<run>/tensorboard/`` (torch's ``SummaryWriter``, which needs
+    the ``tensorboard`` package). On a resume, events after ``step`` are purged."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # the package is in the CPU set; say what is missing
+        raise ImportError(f"--tensorboard needs the 'tensorboard' package ({e})") from None
+    return SummaryWriter(str(run.path / "tensorboard"), purge_step=step or None)
+
+
+def _tb_scalars(tb, prefix: str, rec: dict, step: int) -> None:
+    if tb is None:
+        return
+    for k, v in rec.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",) and math.isfinite(v):
+            tb.add_scalar(f"{prefix}/{k}", v, step)
+    tb.flush()
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
-          progress: bool = True) -> Run:
-    """Train one run into ``out_dir``; returns the ``Run``. See the module docstring."""
+          progress: bool = True, tensorboard: bool = False) -> Run:
+    """Train one run into ``out_dir``; returns the ``Run``. See the module docstring.
+    ``tensorboard``: also write every metrics line, in-training and final evaluation as
+    TensorBoard scalars under ``<run>/tensorboard/`` (``train/<key>``, ``eval/<key>``,
+    ``final_eval/<key>``); the JSONL stays the record the package reads."""
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -267,6 +290,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         run = Run.create(out_dir, dataclasses.asdict(cfg), seed=cfg.seed, method=cfg.method,
                          extra_meta={"task": cfg.task, "trainer": "repro.trainers.reference",
                                      "init_checkpoint": cfg.checkpoint_path})
+    tb = _tensorboard_writer(run, step) if tensorboard else None
     model.train()
     P, G, B = cfg.prompts_per_rollout, cfg.group_size, cfg.prompts_per_rollout * cfg.group_size
     eval_set = sample_problems(max(cfg.eval_problems, cfg.eval_every_problems if cfg.eval_every else 0),
@@ -280,6 +304,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         ev = evaluate(model, tok, periodic_set, max_new_tokens=cfg.budget)
         model.train()
         run.log_periodic_eval(step=at_step, benchmark=periodic_name, ev=ev)
+        _tb_scalars(tb, "eval", {k: ev[k] for k in ("accuracy", "response_length_mean", "truncated_rate")},
+                    at_step)
         return ev
 
     if cfg.eval_every and step == 0:
@@ -359,6 +385,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                 rec["eval_accuracy"] = ev["accuracy"]
                 rec["eval_length"] = ev["response_length_mean"]
             run.log(rec)
+            _tb_scalars(tb, "train", rec, step)
             bar.update(1)
             bar.set_postfix(acc=f"{rec['accuracy']:.2f}", len=f"{rec['response_length_mean']:.1f}",
                             lam=f"{rec['lambda']:.3f}")
@@ -372,6 +399,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         ev = evaluate(model, tok, eval_set[:cfg.eval_problems], max_new_tokens=cfg.budget)
         write_eval(run, ev, cfg)
         summary["eval_accuracy"] = ev["accuracy"]
+        _tb_scalars(tb, "final_eval", {k: ev[k] for k in ("accuracy", "response_length_mean",
+                                                          "truncated_rate")}, step)
+    if tb is not None:
+        tb.close()
     run.mark_done(summary)
     return run
 
@@ -405,9 +436,12 @@ def main(argv=None) -> None:
                     help="override a config key (repeatable)")
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard event files to <out>/tensorboard/ "
+                         "(view: tensorboard --logdir <out>)")
     a = ap.parse_args(argv)
     cfg = TrainConfig.from_yaml(a.config, parse_overrides(a.set))
-    run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress)
+    run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress, tensorboard=a.tensorboard)
     print(f"done: {run.path} {(run.path / 'DONE').read_text().strip()}")
 
 
