@@ -72,21 +72,23 @@ ABLATION_BASELINES = ("dapo", "grpo")
 
 def ablation_plan(seeds: int | None = None, tasks: list[str] | None = None,
                   lambda_lrs=ABLATION_LAMBDA_LRS, rs=ABLATION_RS) -> list[Job]:
-    """The grid, in the order it is run: first DAPO and the cells where λ can move (λ lr ≥ 1),
-    seed by seed, then the paper's λ lr 0.1 and GRPO (both already compared with DAPO at
-    3 seeds in ``cpu_results.md``), seed by seed. An interrupted or shortened ablation thus
-    leaves whole seeds of the question's cells rather than whole cells missing."""
+    """The grid, in the order it is run: seed by seed, first DAPO and the cells where λ can
+    move (λ lr ≥ 1; the largest lr and r first, both tasks each), then, again seed by seed,
+    the paper's λ lr 0.1 and GRPO (both already compared with DAPO at 3 seeds in
+    ``cpu_results.md``). An interrupted or shortened ablation thus leaves the question's
+    cells, at whole seeds, done first."""
     tasks = tasks or ["sum", "budget"]
     core, extra = [], []
+    cells = [(lr, r, rname) for lr in sorted(lambda_lrs, reverse=True)
+             for r, rname in sorted(rs, reverse=True)]
     for s in range(seeds or 3):
-        for t in tasks:
-            core.append(Job(f"{t}_dapo_s{s}", t, "dapo", s))
-            for lr in sorted(lambda_lrs, reverse=True):
-                for r, rname in sorted(rs, reverse=True):
-                    job = Job(f"{t}_lambda_lr{lr:g}_r{rname}_s{s}", t, "lambda", s,
-                              (("lambda_lr", float(lr)), ("r", float(r))))
-                    (core if lr >= 1 or len(lambda_lrs) == 1 else extra).append(job)
-            extra += [Job(f"{t}_{m}_s{s}", t, m, s) for m in ABLATION_BASELINES if m != "dapo"]
+        core += [Job(f"{t}_dapo_s{s}", t, "dapo", s) for t in tasks]
+        for lr, r, rname in cells:
+            for t in tasks:
+                job = Job(f"{t}_lambda_lr{lr:g}_r{rname}_s{s}", t, "lambda", s,
+                          (("lambda_lr", float(lr)), ("r", float(r))))
+                (core if lr >= 1 or len(lambda_lrs) == 1 else extra).append(job)
+        extra += [Job(f"{t}_{m}_s{s}", t, m, s) for t in tasks for m in ABLATION_BASELINES if m != "dapo"]
     return core + extra
 
 
@@ -113,28 +115,56 @@ def _config_mismatch(run: Run, job: Job, overrides: dict) -> list[str]:
     return bad
 
 
+LOCK = "RUNNING"  # <run>/RUNNING: the pid of the process training it (written by run_all)
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _busy_pid(out: Path) -> int | None:
+    """The live pid training ``out`` (another invocation's), or None."""
+    try:
+        pid = int((out / LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
 def run_all(root: Path, jobs_list: list[Job], overrides: dict, n_jobs: int, total_steps: int) -> int:
     """Run the jobs ``n_jobs`` at a time; one progress bar for all. A finished run is reused
-    (after checking that its saved config matches the job), an interrupted one resumes."""
-    pending = []
-    for job in jobs_list:
-        out = root / job.name
-        run = Run(out)
-        if run.is_done():
-            bad = _config_mismatch(run, job, overrides)
-            if bad:
-                raise RuntimeError(f"{out} is finished but was made with another config ({'; '.join(bad)}): "
-                                   f"move it away or use another --out")
-            continue
-        resume = (out / "checkpoints" / "latest").exists()
-        if run.metrics_path.exists() and not resume:
-            import shutil
+    (after checking that its saved config matches the job), an interrupted one resumes from its
+    newest checkpoint. A run that another live process is training (its pid in
+    ``<run>/RUNNING``) is not started twice: it takes a slot until that process ends, and is
+    then reused or resumed like any other."""
+    import os
+    import shutil
 
-            shutil.rmtree(out)
-        pending.append((out, _cmd(out, job, overrides, resume)))
-    n_launched = len(pending)
+    def check_done(job: Job) -> bool:
+        run = Run(root / job.name)
+        if not run.is_done():
+            return False
+        bad = _config_mismatch(run, job, overrides)
+        if bad:
+            raise RuntimeError(f"{run.path} is finished but was made with another config ({'; '.join(bad)}): "
+                               f"move it away or use another --out")
+        return True
+
+    pending = [j for j in jobs_list if not check_done(j)]
+    n_launched = 0
     bar = tqdm(total=total_steps * len(jobs_list), desc="all runs", unit="step", dynamic_ncols=True)
-    running: list[tuple[Path, subprocess.Popen, object]] = []
+    running: list[tuple[Job, subprocess.Popen | None, object, int | None]] = []
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
@@ -146,22 +176,51 @@ def run_all(root: Path, jobs_list: list[Job], overrides: dict, n_jobs: int, tota
                 n += sum(1 for _ in open(p))
         return n
 
+    for job in list(pending):  # runs other processes train take their slots from the start
+        foreign = _busy_pid(root / job.name)
+        if foreign is not None:
+            pending.remove(job)
+            running.append((job, None, None, foreign))
     failed = []
     while pending or running:
         while pending and len(running) < n_jobs:
-            out, cmd = pending.pop(0)
-            fh = open(logs / f"{out.name}.log", "w")
-            running.append((out, subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh))
+            job = pending.pop(0)
+            out = root / job.name
+            if check_done(job):
+                continue
+            foreign = _busy_pid(out)
+            if foreign is not None:  # another invocation trains it: wait for that process
+                running.append((job, None, None, foreign))
+                continue
+            resume = (out / "checkpoints" / "latest").exists()
+            if Run(out).metrics_path.exists() and not resume:
+                shutil.rmtree(out)
+            fh = open(logs / f"{out.name}.log", "a" if resume else "w")
+            proc = subprocess.Popen(_cmd(out, job, overrides, resume), stdout=fh, stderr=subprocess.STDOUT)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / LOCK).write_text(f"{proc.pid}\n")
+            running.append((job, proc, fh, None))
+            n_launched += 1
         time.sleep(1.0)
         for item in list(running):
-            out, proc, fh = item
+            job, proc, fh, foreign = item
+            out = root / job.name
+            if proc is None:
+                if _pid_alive(foreign):
+                    continue
+                running.remove(item)
+                if not check_done(job):  # it was interrupted: resume it here
+                    pending.insert(0, job)
+                continue
             if proc.poll() is not None:
                 fh.close()
                 running.remove(item)
+                if (out / LOCK).exists():
+                    os.remove(out / LOCK)
                 if proc.returncode != 0:
-                    failed.append(out.name)
-                    tail = (logs / f"{out.name}.log").read_text()[-2000:]
-                    print(f"\nrun {out.name} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
+                    failed.append(job.name)
+                    tail = (logs / f"{job.name}.log").read_text()[-2000:]
+                    print(f"\nrun {job.name} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
         n = done_steps()
         if n != bar.n:
             bar.n = n
@@ -515,7 +574,10 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
 
     from repro.runs import load_metrics
 
-    df = load_metrics([r for r in find_runs(root) if r.is_done()])
+    done = [r for r in find_runs(root) if r.is_done()]
+    df = load_metrics(done)
+    per = pd.DataFrame([{**p, "task": r.config()["task"], "method": r.config()["method"],
+                         "seed": r.config()["seed"]} for r in done for p in r.periodic_evals()])
     figdir = root / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -523,7 +585,7 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
               ("lambda", "λ"), ("entropy", "token entropy")]
     for task in sorted(df["task"].unique()):
         d = df[df["task"] == task]
-        fig, axes = plt.subplots(1, 5, figsize=(22, 3.8))
+        fig, axes = plt.subplots(1, 6, figsize=(26, 3.8))
         for ax, (col, title) in zip(axes, panels):
             for method in [m for m in METHOD_NAMES if m in set(d["method"])]:
                 dm = d[d["method"] == method]
@@ -532,18 +594,35 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
             ax.set_title(title)
             ax.set_xlabel("optimizer step")
         axes[0].legend(fontsize=8)
+        ax = axes[-2]  # held-out accuracy over training (the in-training evaluation)
+        dp = per[per["task"] == task] if len(per) else per
+        for method in [m for m in METHOD_NAMES if len(dp) and m in set(dp["method"])]:
+            g = dp[dp["method"] == method].groupby("step")["accuracy"]
+            n = dp[dp["method"] == method]["seed"].nunique()
+            ax.plot(g.mean().index, 100 * g.mean().values, marker="o", ms=3,
+                    label=f"{METHOD_NAMES[method]} ({n} seed{'s' if n != 1 else ''})")
+            if n > 1:
+                ax.fill_between(g.min().index, 100 * g.min().values, 100 * g.max().values, alpha=0.15, lw=0)
+        if len(dp):
+            ax.set_title(f"held-out accuracy (%), greedy, {int(dp['n'].iloc[0])} fixed problems")
+            ax.set_xlabel("optimizer step")
+            ax.legend(fontsize=8)
+        else:
+            ax.set_title("no in-training evaluation (eval_every = 0)")
         ax = axes[-1]
         rs = pd.DataFrame([r for r in rows if r["task"] == task])
         order = [m for m in METHOD_NAMES if m in set(rs["method"])]
         means = [100 * rs[rs.method == m].eval_accuracy.mean() for m in order]
         cis = [100 * _mean_ci(list(rs[rs.method == m].eval_accuracy))[1] for m in order]
         one_seed = all(math.isnan(c) for c in cis)  # one seed: no interval, not a zero one
-        ax.bar([METHOD_NAMES[m] for m in order], means, yerr=None if one_seed else
-               [0 if math.isnan(c) else c for c in cis], capsize=4, color="tab:gray")
+        ax.bar([METHOD_NAMES[m] for m in order], means, color="tab:gray")
+        if not one_seed:  # an interval only where a method has >= 2 seeds (nan: none drawn)
+            ax.errorbar(range(len(order)), means, yerr=cis, fmt="none", ecolor="k", capsize=4)
         ax.axhline(100 * base[task]["accuracy"], color="k", ls="--", lw=1, label="start")
-        ax.set_title("held-out accuracy (%), greedy")
+        ax.set_title(f"final held-out accuracy (%), greedy{'' if one_seed else ', ± 95% t-interval'}")
         ax.legend(fontsize=8)
-        fig.suptitle(f"task '{task}' (mean over seeds; curves smoothed over 10 steps)")
+        fig.suptitle(f"task '{task}' (mean over seeds, band min–max when > 1 seed; training curves "
+                     f"smoothed over 10 steps)")
         fig.tight_layout()
         p = figdir / f"{task}_curves.png"
         fig.savefig(p, dpi=110)

@@ -76,3 +76,28 @@ def test_finished_run_with_other_config_is_not_reused(tmp_path):
 def test_h_floor_note_says_h_positive():
     note = demo.h_floor_note([1 / 9, 1 / 3], 8)
     assert "2.475" in note and "0.175" in note and "h > 0" in note
+
+
+def test_a_run_another_process_trains_is_not_started_twice(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from repro.runs import Run
+
+    job = demo.Job("sum_dapo_s0", "sum", "dapo", 0)
+    out = tmp_path / job.name
+    out.mkdir()
+    # a stand-in for another invocation's trainer: finishes the run after a moment
+    code = textwrap.dedent(f"""
+        import time
+        from repro.runs import Run
+        time.sleep(2)
+        r = Run.create({str(out)!r}, {{"task": "sum", "method": "dapo", "seed": 0}}, seed=0, method="dapo")
+        r.metrics_path.write_text("")
+        r.mark_done({{}})
+    """)
+    other = subprocess.Popen([sys.executable, "-c", code])
+    (out / demo.LOCK).write_text(f"{other.pid}\n")
+    n = demo.run_all(tmp_path, [job], {}, 1, 1)
+    assert n == 0 and other.poll() == 0 and Run(out).is_done()

@@ -421,10 +421,11 @@ def write_eval(run: Run, ev: dict, cfg: TrainConfig) -> None:
 def tiny_run(out_dir: str | Path, method: str = "lambda", steps: int = 4, seed: int = 0,
              task: str = "sum") -> Run:
     """A small but valid run folder in a few seconds (for other modules' tests): P=2, G=4,
-    16 new tokens, a checkpoint at the end, 16-problem held-out evaluation."""
+    16 new tokens, a checkpoint at the end, 16-problem held-out evaluation, and an in-training
+    evaluation of 8 of those problems at step 0 and every 2 steps."""
     cfg = TrainConfig(method=method, task=task, seed=seed, steps=steps, prompts_per_rollout=2,
                       group_size=4, max_new_tokens=16, lr=1e-3, checkpoint_every=0,
-                      eval_problems=16, r=0.3)
+                      eval_problems=16, r=0.3, eval_every=2, eval_every_problems=8)
     return train(cfg, out_dir, progress=False)
 
 
