@@ -209,8 +209,9 @@ def run_all(root: Path, jobs_list: list[Job], overrides: dict, n_jobs: int, tota
                 if _pid_alive(foreign):
                     continue
                 running.remove(item)
-                if not check_done(job):  # it was interrupted: resume it here
-                    pending.insert(0, job)
+                if not check_done(job):  # it was interrupted: resume it here, in plan order
+                    pending.append(job)
+                    pending.sort(key=jobs_list.index)
                 continue
             if proc.poll() is not None:
                 fh.close()
