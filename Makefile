@@ -51,10 +51,11 @@ reproduce-cpu: venv
 ablation-cpu: venv
 	$(VPY) -m repro.demo --ablation --out $(RUNS)/ablation --artifacts paper_artifacts
 
-# JupyterLab on the notebooks, reading the runs in LAB_RUNS (e.g. make lab LAB_RUNS=runs/ablation)
+# JupyterLab on the notebooks, reading the runs in LAB_RUNS (e.g. make lab LAB_RUNS=runs/ablation);
+# as root (containers) it passes --allow-root, which Jupyter otherwise refuses
 LAB_RUNS ?= $(RUNS)/demo
 lab: venv
-	LGRPO_RUNS=$(abspath $(LAB_RUNS)) $(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	LGRPO_RUNS=$(abspath $(LAB_RUNS)) $(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 pretrain: venv
 	$(VPY) -m repro.trainers.pretrain

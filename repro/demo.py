@@ -663,11 +663,12 @@ def run_ablation(a, argv) -> None:
     t0 = time.time()
     print(f"ablation: {len(jobs)} runs ({a.jobs} at a time), {steps} steps each, held-out eval on "
           f"{n_eval} problems at the end and on {a.eval_every_problems} every {a.eval_every} steps -> {root}")
-    launched = run_all(root, jobs, overrides, a.jobs, steps)
+    launched = 0 if a.report_only else run_all(root, jobs, overrides, a.jobs, steps)
     tasks = sorted({j.task for j in jobs})
     base = eval_base(root, tasks, n_eval, cfg0.eval_seed)
     names = {j.name for j in jobs}
     rows = [r for r in summarise(root, base) if r["name"] in names]
+    missing = [j.name for j in jobs if not Run(root / j.name).is_done()]
     md, csv, agg = ablation_table(rows)
     figs = ablation_figures(root, agg, names)
     wall = time.time() - t0
@@ -681,14 +682,17 @@ def run_ablation(a, argv) -> None:
         f"Grid: λ's SGD learning rate {{{', '.join(f'{x:g}' for x in lrs)}}} × r {{{', '.join(n.replace('-', '/') for _, n in rs)}}} "
         f"on tasks {', '.join(tasks)}, against {', '.join(METHOD_NAMES[m] for m in ABLATION_BASELINES)} at the same seeds; "
         f"{steps} optimizer steps per run, every other setting as in `repro/configs/cpu/` (the reproduction).  \n"
-        f"{h_floor_note([r for r, _ in rs], cfg0.group_size, cfg0.sigma)}  \n"
+        + (f"**Not finished: {len(missing)} of the {len(jobs)} runs** ({', '.join(missing)}); the table "
+           f"holds the {len(rows)} finished ones (`--report-only` tabulated what was there; rerunning the "
+           f"command trains the rest, reusing these).  \n" if missing else "")
+        + f"{h_floor_note([r for r, _ in rs], cfg0.group_size, cfg0.sigma)}  \n"
         f"Held-out accuracy and length: greedy decoding on {n_eval} test-split problems after the last step; "
         "± is the 95% t-interval across seeds (none with one seed). Δ vs DAPO is paired by seed: the same seed "
         "gives every method the same training problems and the same sampling seeds, and at λ = 0 λ-GRPO's "
         "first step is DAPO's exactly, so runs of one seed share their first rollout; the interval is the "
         "t-interval of the per-seed differences. f min / max: the smallest f_min and largest f_max over the "
         "last 20 steps (seed mean); DAPO's f is 1. λ at steps: seed means.\n\n"
-        f"Start checkpoint (held-out, {n_eval} problems): "
+        + f"Start checkpoint (held-out, {n_eval} problems): "
         + "; ".join(f"{t} {100 * base[t]['accuracy']:.1f} %, length {base[t]['response_length_mean']:.1f}"
                     for t in tasks) + ".\n\n" + md
         + "\n![λ and f](figures/ablation_lambda_f.png)\n\n![vs DAPO](figures/ablation_vs_dapo.png)\n\n"
@@ -726,6 +730,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lambda-lrs", nargs="*", type=float, default=None, help="--ablation: λ lrs")
     ap.add_argument("--rs", nargs="*", type=float, default=None, help="--ablation: r values")
     ap.add_argument("--eval-every", type=int, default=25, help="--ablation: in-training eval period")
+    ap.add_argument("--report-only", action="store_true",
+                    help="--ablation: train nothing, tabulate the finished runs and list the missing ones")
     ap.add_argument("--eval-every-problems", type=int, default=200,
                     help="--ablation: fixed held-out problems of the in-training eval")
     a = ap.parse_args(argv)
