@@ -537,6 +537,11 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
             ax.errorbar(a["d_eval_accuracy"], y, xerr=None if math.isnan(ci) else ci, fmt="o",
                         color="tab:blue" if a["method"] == "grpo" else colors.get(a["cell"], "k"), capsize=3)
         ax.axvline(0, color="grey", lw=0.8)
+        ext = [abs(a["d_eval_accuracy"]) + (0 if math.isnan(a["d_eval_accuracy_ci95"]) else a["d_eval_accuracy_ci95"])
+               for a in rows if not math.isnan(a["d_eval_accuracy"])]
+        lim = max([5.0] + ext) * 1.1  # symmetric about 0, at least ±5 pp
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-0.8, max(len(rows), 1) - 0.2)
         ax.set_yticks(ys, [f"{a['cell']} (n={a['paired_seeds']})" for a in rows], fontsize=8)
         ax.set_xlabel("held-out accuracy − DAPO, same seed (pp); bar: 95% t-interval")
         ax.set_title(f"task '{task}'")
