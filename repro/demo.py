@@ -558,7 +558,9 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         cell_of = {}
         for run in runs:
             cell_of[run.path.name] = _cell_name(_cell(run.config()))
-        per = per.assign(method=per["run"].map(lambda n: cell_of.get(Path(n).name, n)))
+        # the cell name tells the runs apart, so the task label drops its config hash ('sum#1a2b3c')
+        per = per.assign(method=per["run"].map(lambda n: cell_of.get(Path(n).name, n)),
+                         task=per["task"].str.split("#").str[0])
         fig = an.fig_eval_curves(per, colors={**{c: colors[c] for c in cells}, "DAPO": "tab:orange",
                                               "GRPO": "tab:blue"})
         p = figdir / "ablation_accuracy_curves.png"
