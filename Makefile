@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
+.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
 
 venv: $(STAMP)
 
@@ -76,6 +76,16 @@ artifacts: venv
 
 reproduce-cpu: venv
 	$(VPY) -m repro.demo --full --out $(RUNS)/reproduce-cpu
+
+# Issue 13: λ lr {0.1, 1, 10} × r {1/9, 1/3} on sum and budget, 3 seeds, vs DAPO and GRPO (48 runs)
+ablation-cpu: venv
+	$(VPY) -m repro.demo --ablation --out $(RUNS)/ablation --artifacts paper_artifacts
+
+# JupyterLab on the notebooks, reading the runs in LAB_RUNS (e.g. make lab LAB_RUNS=runs/ablation);
+# as root (containers) it passes --allow-root, which Jupyter otherwise refuses
+LAB_RUNS ?= $(RUNS)/demo
+lab: venv
+	LGRPO_RUNS=$(abspath $(LAB_RUNS)) $(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 pretrain: venv
 	$(VPY) -m repro.trainers.pretrain

@@ -717,23 +717,33 @@ def _bench_accuracies(block: dict, where: str) -> tuple[dict, str | None]:
 
 
 def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
-    """Every run's evaluation scores (``Run.eval_scores``) as rows: run, method, seed, task,
-    step, benchmark, accuracy (%), grader. One evaluation without a step is the run's final
-    checkpoint (its last logged step); several evaluations may sit under ``"by_step": {step:
-    <evaluation>}``. Layouts: see ``_bench_accuracies``; anything else raises."""
+    """Every run's evaluation scores as rows: run, method, seed, task, step, benchmark,
+    accuracy (%), grader. Sources: ``Run.eval_scores`` (one evaluation without a step is the
+    run's final checkpoint, at its last logged step; several may sit under ``"by_step": {step:
+    <evaluation>}``; layouts: see ``_bench_accuracies``; anything else raises) and the
+    in-training evaluations ``Run.periodic_evals`` (their own benchmark name, e.g.
+    'sum_heldout200': a fixed subset evaluated at step 0 and every few steps)."""
     rows = []
     if root is None and found:
         root = os.path.commonpath([str(r.path.resolve().parent) for r in found])
     labels = run_labels(found, root or ".")
     for run in found:
+        meta = run.meta()
+        run_label, task = labels[run]
+        base = {"run": run_label, "method": meta.get("method"), "seed": meta.get("seed"),
+                "task": task or "task"}
+        for rec in run.periodic_evals():
+            acc = float(rec["accuracy"])
+            if not 0.0 <= acc <= 1.0:
+                raise ValueError(f"{run.periodic_evals_path}: accuracy must be a fraction, got {acc}")
+            rows.append({**base, "step": int(rec["step"]), "benchmark": rec["benchmark"],
+                         "accuracy": 100.0 * acc, "grader": None})
         sc = run.eval_scores()
         if sc is None:
             continue
         where = str(run.eval_dir / "scores.json")
         if not isinstance(sc, dict):
             raise ValueError(f"{where}: expected a JSON object")
-        meta = run.meta()
-        run_label, task = labels[run]
         if isinstance(sc.get("by_step"), dict):
             items = list(sc["by_step"].items())
         else:
@@ -745,38 +755,53 @@ def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
         for step, block in items:
             accs, grader = _bench_accuracies(block, where)
             for name, acc in accs.items():
-                rows.append({"run": run_label, "method": meta.get("method"), "seed": meta.get("seed"),
-                             "task": task or "task", "step": int(step) if step is not None else None,
+                rows.append({**base, "step": int(step) if step is not None else None,
                              "benchmark": name, "accuracy": acc, "grader": grader})
     return pd.DataFrame(rows, columns=["run", "method", "seed", "task", "step", "benchmark", "accuracy",
                                        "grader"])
 
 
-def fig_eval_curves(ev: pd.DataFrame):
-    """Accuracy per benchmark against step (as the paper's Figures 3 and 5), mean over seeds
-    with a min-max band; a single evaluation per run shows as points."""
+def fig_eval_curves(ev: pd.DataFrame, colors: dict | None = None):
+    """Accuracy per benchmark against step (as the paper's Figures 3 and 5): per (task, method)
+    the mean over seeds, with a min-max band across seeds when there are several (none for one
+    seed). Benchmarks that some run evaluated at several steps are drawn as curves; if there
+    are any, benchmarks evaluated only once per run (a final score) are left out of the figure
+    (they are in ``eval_frame``'s table), otherwise they are drawn as points at their step."""
     import matplotlib.pyplot as plt
 
     if not len(ev):
         raise ValueError("no evaluation scores in these runs")
-    benches = list(dict.fromkeys(ev["benchmark"]))
+    ev = ev.dropna(subset=["step"])
+    n_steps = ev.groupby(["benchmark", "run"])["step"].nunique().groupby("benchmark").max()
+    curves = [b for b in dict.fromkeys(ev["benchmark"]) if n_steps.get(b, 0) > 1]
+    benches = curves or list(dict.fromkeys(ev["benchmark"]))
     n = len(benches)
     cols = min(4, n)
     rows = int(math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    colors = {**METHOD_COLORS, **(colors or {})}
     for ax, bname in zip(axes.flat, benches):
-        d = ev[ev["benchmark"] == bname].dropna(subset=["step"])
-        for (task, m), dm in d.groupby(["task", "method"]):
-            b = seed_band(dm.assign(task=task), "accuracy")
-            ax.plot(b["step"], b["mean"], marker="o", ms=3, color=METHOD_COLORS.get(m), label=label(m))
-            if b["n_seeds"].max() > 1:
-                ax.fill_between(b["step"], b["min"], b["max"], color=METHOD_COLORS.get(m), alpha=0.2, lw=0)
-        ax.set_title(bname, fontsize=9)
+        d = ev[ev["benchmark"] == bname]
+        several_tasks = d["task"].nunique() > 1
+        for (task, m), dm in d.groupby(["task", "method"], sort=False):
+            b = seed_band(dm, "accuracy").sort_values("step")
+            ns = int(b["n_seeds"].max())
+            name = (f"{task}: " if several_tasks else "") + f"{label(m)} ({ns} seed{'s' if ns != 1 else ''})"
+            ax.plot(b["step"], b["mean"], marker="o", ms=3, lw=1.3, color=colors.get(m), label=name)
+            if ns > 1:
+                ax.fill_between(b["step"], b["min"], b["max"], color=colors.get(m), alpha=0.15, lw=0)
+        steps = sorted(d["step"].unique())
+        if len(steps) == 1:  # one evaluation step: a sensible axis, not ±10 around it
+            ax.set_xlim(0, steps[0] * 1.05 + 1)
+        multi = d.groupby(["task", "method"])["seed"].nunique().max() > 1
+        ax.set_title(bname + (" (band: min–max over seeds)" if multi else ""), fontsize=9)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel("held-out accuracy (%), greedy")
+        hs, ls = ax.get_legend_handles_labels()
+        keep = dict(zip(ls, hs))  # one legend entry per label
+        ax.legend(keep.values(), keep.keys(), fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

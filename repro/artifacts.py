@@ -27,6 +27,9 @@ KNOWN_FILES = {
     "table1_paper.md": "where table1_paper.csv comes from and how its columns map to the paper",
     "choices.md": "the paper-scale (OpenRLHF) configuration choices, with evidence and alternatives",
     "underspecified.md": "the paper's under-specified points and inconsistencies, with the package's choice for each",
+    "cpu_results.md": "the CPU reproduction's table and figures (`python -m repro.demo --full ... --artifacts paper_artifacts`)",
+    "ablation_cpu.md": "the CPU ablation of λ's learning rate × r (`make ablation-cpu`), with its reading",
+    "ablation_cpu.csv": "the CPU ablation's table as CSV (`make ablation-cpu`)",
 }
 
 

@@ -31,6 +31,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -44,67 +45,183 @@ METHOD_NAMES = {"grpo": "GRPO", "dapo": "DAPO", "lambda": "λ-GRPO", "dr_grpo": 
                 "delta_l": "ΔL"}
 
 
-def plan(full: bool, seeds: int | None, tasks: list[str] | None, methods: list[str] | None):
+@dataclass(frozen=True)
+class Job:
+    """One run: its folder name under the output root, its config file (task, method), seed and
+    the config overrides that make it differ from that file (saved in its config.yaml)."""
+    name: str
+    task: str
+    method: str
+    seed: int
+    overrides: tuple = ()  # ((key, value), ...)
+
+
+def plan(full: bool, seeds: int | None, tasks: list[str] | None, methods: list[str] | None) -> list[Job]:
     tasks = tasks or (["sum", "budget"] if full else ["sum"])
     methods = methods or (["grpo", "dapo", "lambda", "dr_grpo", "delta_l"] if full
                           else ["grpo", "dapo", "lambda"])
     n_seeds = seeds or (3 if full else 1)
-    return [(t, m, s) for s in range(n_seeds) for t in tasks for m in methods]
+    return [Job(f"{t}_{m}_s{s}", t, m, s) for s in range(n_seeds) for t in tasks for m in methods]
 
 
-def _cmd(out: Path, task: str, method: str, seed: int, overrides: dict, resume: bool) -> list[str]:
+# the ablation of issue 13: λ's SGD learning rate × r, against DAPO and GRPO at the same seeds
+ABLATION_LAMBDA_LRS = (0.1, 1.0, 10.0)
+ABLATION_RS = ((1 / 9, "1-9"), (1 / 3, "1-3"))
+ABLATION_BASELINES = ("dapo", "grpo")
+
+
+def ablation_plan(seeds: int | None = None, tasks: list[str] | None = None,
+                  lambda_lrs=ABLATION_LAMBDA_LRS, rs=ABLATION_RS) -> list[Job]:
+    """The grid, in the order it is run: seed by seed, first DAPO and the cells where λ can
+    move (λ lr ≥ 1; the largest lr and r first, both tasks each), then, again seed by seed,
+    the paper's λ lr 0.1 and GRPO (both already compared with DAPO at 3 seeds in
+    ``cpu_results.md``). An interrupted or shortened ablation thus leaves the question's
+    cells, at whole seeds, done first."""
+    tasks = tasks or ["sum", "budget"]
+    core, extra = [], []
+    cells = [(lr, r, rname) for lr in sorted(lambda_lrs, reverse=True)
+             for r, rname in sorted(rs, reverse=True)]
+    for s in range(seeds or 3):
+        core += [Job(f"{t}_dapo_s{s}", t, "dapo", s) for t in tasks]
+        for lr, r, rname in cells:
+            for t in tasks:
+                job = Job(f"{t}_lambda_lr{lr:g}_r{rname}_s{s}", t, "lambda", s,
+                          (("lambda_lr", float(lr)), ("r", float(r))))
+                (core if lr >= 1 or len(lambda_lrs) == 1 else extra).append(job)
+        extra += [Job(f"{t}_{m}_s{s}", t, m, s) for t in tasks for m in ABLATION_BASELINES if m != "dapo"]
+    return core + extra
+
+
+def _cmd(out: Path, job: Job, overrides: dict, resume: bool) -> list[str]:
     cmd = [sys.executable, "-m", "repro.trainers.reference",
-           "--config", str(CONFIG_DIR / f"{task}_{method}.yaml"), "--out", str(out),
-           "--no-progress", "--set", f"seed={seed}", "--set", "threads=1"]
-    for k, v in overrides.items():
-        cmd += ["--set", f"{k}={v}"]
+           "--config", str(CONFIG_DIR / f"{job.task}_{job.method}.yaml"), "--out", str(out),
+           "--no-progress", "--set", f"seed={job.seed}", "--set", "threads=1"]
+    for k, v in {**overrides, **dict(job.overrides)}.items():
+        cmd += ["--set", f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}"]
     return cmd + (["--resume"] if resume else [])
 
 
-def run_all(root: Path, jobs_list, overrides: dict, n_jobs: int, total_steps: int) -> int:
-    """Run the (task, method, seed) jobs ``n_jobs`` at a time; one progress bar for all."""
-    pending = []
-    for task, method, seed in jobs_list:
-        out = root / f"{task}_{method}_s{seed}"
-        run = Run(out)
-        if run.is_done():
-            continue
-        resume = (out / "checkpoints" / "latest").exists()
-        if run.metrics_path.exists() and not resume:
-            import shutil
+def _config_mismatch(run: Run, job: Job, overrides: dict) -> list[str]:
+    """Keys whose value in a finished run's saved config differs from what ``job`` asks for."""
+    cfg = run.config() or {}
+    want = {"seed": job.seed, "method": job.method, "task": job.task, **overrides, **dict(job.overrides)}
+    bad = []
+    for k, v in want.items():
+        got = cfg.get(k)
+        same = (math.isclose(float(got), float(v), rel_tol=1e-12)
+                if isinstance(v, (int, float)) and isinstance(got, (int, float)) else got == v)
+        if not same:
+            bad.append(f"{k}: run has {got!r}, asked {v!r}")
+    return bad
 
-            shutil.rmtree(out)
-        pending.append((out, _cmd(out, task, method, seed, overrides, resume)))
-    n_launched = len(pending)
+
+LOCK = "RUNNING"  # <run>/RUNNING: the pid of the process training it (written by run_all)
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _busy_pid(out: Path) -> int | None:
+    """The live pid training ``out`` (another invocation's), or None."""
+    try:
+        pid = int((out / LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def run_all(root: Path, jobs_list: list[Job], overrides: dict, n_jobs: int, total_steps: int) -> int:
+    """Run the jobs ``n_jobs`` at a time; one progress bar for all. A finished run is reused
+    (after checking that its saved config matches the job), an interrupted one resumes from its
+    newest checkpoint. A run that another live process is training (its pid in
+    ``<run>/RUNNING``) is not started twice: it takes a slot until that process ends, and is
+    then reused or resumed like any other."""
+    import os
+    import shutil
+
+    def check_done(job: Job) -> bool:
+        run = Run(root / job.name)
+        if not run.is_done():
+            return False
+        bad = _config_mismatch(run, job, overrides)
+        if bad:
+            raise RuntimeError(f"{run.path} is finished but was made with another config ({'; '.join(bad)}): "
+                               f"move it away or use another --out")
+        return True
+
+    pending = [j for j in jobs_list if not check_done(j)]
+    n_launched = 0
     bar = tqdm(total=total_steps * len(jobs_list), desc="all runs", unit="step", dynamic_ncols=True)
-    running: list[tuple[Path, subprocess.Popen, object]] = []
+    running: list[tuple[Job, subprocess.Popen | None, object, int | None]] = []
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
     def done_steps() -> int:
         n = 0
-        for task, method, seed in jobs_list:
-            p = root / f"{task}_{method}_s{seed}" / "metrics.jsonl"
+        for job in jobs_list:
+            p = root / job.name / "metrics.jsonl"
             if p.exists():
                 n += sum(1 for _ in open(p))
         return n
 
+    for job in list(pending):  # runs other processes train take their slots from the start
+        foreign = _busy_pid(root / job.name)
+        if foreign is not None:
+            pending.remove(job)
+            running.append((job, None, None, foreign))
     failed = []
     while pending or running:
         while pending and len(running) < n_jobs:
-            out, cmd = pending.pop(0)
-            fh = open(logs / f"{out.name}.log", "w")
-            running.append((out, subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh))
+            job = pending.pop(0)
+            out = root / job.name
+            if check_done(job):
+                continue
+            foreign = _busy_pid(out)
+            if foreign is not None:  # another invocation trains it: wait for that process
+                running.append((job, None, None, foreign))
+                continue
+            resume = (out / "checkpoints" / "latest").exists()
+            if Run(out).metrics_path.exists() and not resume:
+                shutil.rmtree(out)
+            fh = open(logs / f"{out.name}.log", "a" if resume else "w")
+            proc = subprocess.Popen(_cmd(out, job, overrides, resume), stdout=fh, stderr=subprocess.STDOUT)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / LOCK).write_text(f"{proc.pid}\n")
+            running.append((job, proc, fh, None))
+            n_launched += 1
         time.sleep(1.0)
         for item in list(running):
-            out, proc, fh = item
+            job, proc, fh, foreign = item
+            out = root / job.name
+            if proc is None:
+                if _pid_alive(foreign):
+                    continue
+                running.remove(item)
+                if not check_done(job):  # it was interrupted: resume it here, in plan order
+                    pending.append(job)
+                    pending.sort(key=jobs_list.index)
+                continue
             if proc.poll() is not None:
                 fh.close()
                 running.remove(item)
+                if (out / LOCK).exists():
+                    os.remove(out / LOCK)
                 if proc.returncode != 0:
-                    failed.append(out.name)
-                    tail = (logs / f"{out.name}.log").read_text()[-2000:]
-                    print(f"\nrun {out.name} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
+                    failed.append(job.name)
+                    tail = (logs / f"{job.name}.log").read_text()[-2000:]
+                    print(f"\nrun {job.name} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
         n = done_steps()
         if n != bar.n:
             bar.n = n
@@ -147,6 +264,9 @@ def _mean_ci(xs: list[float]) -> tuple[float, float]:
     return m, T975.get(n - 1, 1.96) * sd / math.sqrt(n)
 
 
+LAMBDA_STEPS = (25, 50, 100, 150)  # λ's trajectory in the ablation table (plus the final λ)
+
+
 def summarise(root: Path, base: dict, last: int = 20) -> list[dict]:
     """One row per run: final held-out scores and the mean of the last ``last`` training steps."""
     rows = []
@@ -156,8 +276,11 @@ def summarise(root: Path, base: dict, last: int = 20) -> list[dict]:
         cfg, recs, sc = run.config(), run.metrics(), run.eval_scores()
         ev = sc["benchmarks"][f"{cfg['task']}_heldout"]
         tail = recs[-last:]
+        lam_at = {r["step"]: r["lambda"] for r in recs}
         rows.append({
+            "name": run.path.name,
             "task": cfg["task"], "method": cfg["method"], "seed": cfg["seed"],
+            "lambda_lr": cfg.get("lambda_lr"), "r": cfg.get("r"),
             "steps": recs[-1]["step"],
             "eval_accuracy": ev["accuracy"],
             "eval_gain": ev["accuracy"] - base[cfg["task"]]["accuracy"],
@@ -167,6 +290,8 @@ def summarise(root: Path, base: dict, last: int = 20) -> list[dict]:
             "train_length": sum(r["response_length_mean"] for r in tail) / len(tail),
             "train_entropy": sum(r["entropy"] for r in tail) / len(tail),
             "final_lambda": recs[-1]["lambda"],
+            **{f"lambda_at_{k}": lam_at.get(k) for k in LAMBDA_STEPS},
+            "f_min_last": min(r["f_min"] for r in tail), "f_max_last": max(r["f_max"] for r in tail),
             "len_adv_cov_mean": sum(r["len_adv_cov"] for r in recs) / len(recs),
             "wall_s": json.loads(run.done_path.read_text()).get("wall_s"),
         })
@@ -250,6 +375,202 @@ def comparisons(rows: list[dict], ref: str = "dapo") -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# the ablation (issue 13): λ's learning rate × r, each cell against DAPO paired by seed
+# ----------------------------------------------------------------------------------------------
+def _cell(r: dict) -> tuple:
+    """(task, method, λ lr, r) for λ-GRPO runs; (task, method, None, None) for fixed weights."""
+    if r["method"] == "lambda":
+        return r["task"], "lambda", float(r["lambda_lr"]), float(r["r"])
+    return r["task"], r["method"], None, None
+
+
+def _cell_name(c: tuple) -> str:
+    task, method, lr, r = c
+    if method != "lambda":
+        return METHOD_NAMES.get(method, method)
+    from repro.analysis import r_name
+
+    return f"λ-GRPO lr {lr:g}, r {r_name(r) if not math.isclose(r, 1 / 3) else '1/3'}"
+
+
+def h_floor_note(rs, G: int, sigma: str = "sample") -> str:
+    """The smallest h any group of G lengths can give for each r (Samuelson bound on |z|)."""
+    from repro.objective import max_abs_z
+
+    zmax = max_abs_z(G, sigma)
+    parts = [f"r = {r:.4g}: h ≥ 1 − r·{zmax:.3f} = {1 - r * zmax:.3f}" for r in sorted(set(rs))]
+    ok = all(1 - r * zmax > 0 for r in rs)
+    return (f"With G = {G} and {sigma} σ, |z| ≤ (G−1)/√G = {zmax:.3f}, so " + "; ".join(parts)
+            + (": h > 0 for every possible group, h^λ is always defined." if ok else
+               ": **h can reach 0**; such runs stop with repro.objective's ValueError."))
+
+
+def ablation_table(rows: list[dict], ref: str = "dapo") -> tuple[str, str, list[dict]]:
+    """Per cell: seeds, final λ and λ at LAMBDA_STEPS, the realised f range over the last
+    steps, held-out accuracy and length (mean ± 95% t-interval across seeds) and the difference
+    to ``ref`` paired by seed (mean ± 95% t-interval of the per-seed differences)."""
+    cells: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        cells.setdefault(_cell(r), {})[r["seed"]] = r
+    order = {"dapo": 0, "grpo": 1, "lambda": 2}
+    keys = sorted(cells, key=lambda c: (c[0], order.get(c[1], 9), c[2] or 0, c[3] or 0))
+    agg = []
+    for c in keys:
+        by_seed = cells[c]
+        rs = [by_seed[k] for k in sorted(by_seed)]
+        a = {"task": c[0], "method": c[1], "lambda_lr": c[2], "r": c[3], "cell": _cell_name(c),
+             "seeds": len(rs), "seed_list": " ".join(str(k) for k in sorted(by_seed))}
+        for col in ("final_lambda", *[f"lambda_at_{k}" for k in LAMBDA_STEPS], "f_min_last",
+                    "f_max_last", "eval_accuracy", "eval_length", "eval_verbose_share"):
+            vals = [float(x[col]) for x in rs if x.get(col) is not None]
+            a[col], a[col + "_ci95"] = _mean_ci(vals) if vals else (float("nan"), float("nan"))
+        refs = cells.get((c[0], ref, None, None), {})
+        paired = [k for k in sorted(by_seed) if k in refs]
+        a["paired_seeds"] = len(paired)
+        for col, scale in (("eval_accuracy", 100.0), ("eval_length", 1.0)):
+            d = [scale * (by_seed[k][col] - refs[k][col]) for k in paired]
+            a[f"d_{col}"], a[f"d_{col}_ci95"] = _mean_ci(d) if d else (float("nan"), float("nan"))
+        agg.append(a)
+    csv_cols = list(agg[0]) if agg else []
+    csv = ",".join(csv_cols) + "\n" + "".join(
+        ",".join(f"{a[k]:.6g}" if isinstance(a[k], float) else ("" if a[k] is None else str(a[k]))
+                 for k in csv_cols) + "\n" for a in agg)
+
+    def pm(a, col, scale=1.0, fmt="{:.1f}"):
+        v, ci = a[col] * scale, a[col + "_ci95"] * scale
+        if math.isnan(v):
+            return "–"
+        return fmt.format(v) + ("" if math.isnan(ci) else " ± " + fmt.format(ci).lstrip("+"))
+
+    def beyond(a, col):
+        v, ci = a[col], a[col + "_ci95"]
+        return "–" if math.isnan(v) or math.isnan(ci) else ("yes" if abs(v) > ci else "no")
+
+    md = ["| task | cell | seeds | final λ | λ at " + " / ".join(str(k) for k in LAMBDA_STEPS)
+          + " | f min / max (last 20 steps) | held-out acc (%) | eval length | "
+          f"Δ acc vs {METHOD_NAMES[ref]} (pp, paired) | beyond noise? | Δ length (paired) | beyond noise? |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a in agg:
+        traj = " / ".join("–" if math.isnan(a[f"lambda_at_{k}"]) else f"{a[f'lambda_at_{k}']:+.2f}"
+                          for k in LAMBDA_STEPS)
+        is_ref = a["method"] == ref
+        md.append(
+            f"| {a['task']} | {a['cell']} | {a['seeds']} | {pm(a, 'final_lambda', 1, '{:+.3f}')} | {traj} | "
+            f"{a['f_min_last']:.3f} / {a['f_max_last']:.3f} | {pm(a, 'eval_accuracy', 100)} | "
+            f"{pm(a, 'eval_length')} | "
+            + ("(reference) | | | |" if is_ref else
+               f"{pm(a, 'd_eval_accuracy', 1, '{:+.1f}')} | {beyond(a, 'd_eval_accuracy')} | "
+               f"{pm(a, 'd_eval_length', 1, '{:+.1f}')} | {beyond(a, 'd_eval_length')} |"))
+    return "\n".join(md) + "\n", csv, agg
+
+
+def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]:
+    """λ against step per cell (mean over seeds, min-max band when > 1 seed), the realised f
+    range, the paired accuracy difference to DAPO per cell, and accuracy over training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from repro import analysis as an
+
+    runs = [r for r in find_runs(root) if r.is_done() and r.path.name in names]
+    figdir = root / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for run in runs:
+        c = _cell({**run.config()})
+        for m in run.metrics():
+            recs.append({"cell": _cell_name(c), "task": c[0], "lr": c[2], "r": c[3], "seed": run.config()["seed"],
+                         "step": m["step"], "lambda": m["lambda"], "f_min": m["f_min"], "f_max": m["f_max"]})
+    import pandas as pd
+
+    df = pd.DataFrame(recs)
+    tasks = sorted(df["task"].unique())
+    lam = df[df["lr"].notna()]
+    cells = sorted(lam["cell"].unique(), key=lambda n: (lam[lam.cell == n].lr.iloc[0], lam[lam.cell == n].r.iloc[0]))
+    colors = dict(zip(cells, plt.cm.viridis([i / max(1, len(cells) - 1) for i in range(len(cells))])))
+    paths = []
+    fig, axes = plt.subplots(2, len(tasks), figsize=(6.2 * len(tasks), 7.4), squeeze=False)
+    for j, task in enumerate(tasks):
+        for cell in cells:
+            d = lam[(lam.task == task) & (lam.cell == cell)]
+            if not len(d):
+                continue
+            ls = "-" if math.isclose(d.r.iloc[0], 1 / 9) else "--"
+            for i, (col, agg_fn) in enumerate((("lambda", "mean"), ("f", None))):
+                ax = axes[i][j]
+                if col == "lambda":
+                    g = d.groupby("step")["lambda"]
+                    n = d.seed.nunique()
+                    ax.plot(g.mean().index, g.mean().values, color=colors[cell], ls=ls,
+                            label=f"{cell} ({n} seed{'s' if n != 1 else ''})")
+                    if n > 1:
+                        ax.fill_between(g.min().index, g.min().values, g.max().values, color=colors[cell],
+                                        alpha=0.15, lw=0)
+                else:
+                    lo = d.groupby("step")["f_min"].mean().rolling(10, min_periods=1).mean()
+                    hi = d.groupby("step")["f_max"].mean().rolling(10, min_periods=1).mean()
+                    ax.plot(lo.index, lo.values, color=colors[cell], ls=ls, lw=1)
+                    ax.plot(hi.index, hi.values, color=colors[cell], ls=ls, lw=1)
+        axes[0][j].axhline(0, color="grey", lw=0.8, ls=":")
+        axes[0][j].set_title(f"λ, task '{task}' (mean over seeds; band min–max)")
+        axes[0][j].set_ylabel("λ")
+        axes[1][j].axhline(1, color="grey", lw=0.8, ls=":")
+        axes[1][j].set_title(f"per-step min and max of f, task '{task}' (seed mean, 10-step smoothing)")
+        axes[1][j].set_ylabel("f (DAPO: 1)")
+        for i in range(2):
+            axes[i][j].set_xlabel("optimizer step")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    p = figdir / "ablation_lambda_f.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    # paired differences to DAPO
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [a for a in agg if a["task"] == task and a["method"] != "dapo"]
+        ys = list(range(len(rows)))
+        for y, a in zip(ys, rows):
+            ci = a["d_eval_accuracy_ci95"]
+            ax.errorbar(a["d_eval_accuracy"], y, xerr=None if math.isnan(ci) else ci, fmt="o",
+                        color="tab:blue" if a["method"] == "grpo" else colors.get(a["cell"], "k"), capsize=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ext = [abs(a["d_eval_accuracy"]) + (0 if math.isnan(a["d_eval_accuracy_ci95"]) else a["d_eval_accuracy_ci95"])
+               for a in rows if not math.isnan(a["d_eval_accuracy"])]
+        lim = max([5.0] + ext) * 1.1  # symmetric about 0, at least ±5 pp
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-0.8, max(len(rows), 1) - 0.2)
+        ax.set_yticks(ys, [f"{a['cell']} (n={a['paired_seeds']})" for a in rows], fontsize=8)
+        ax.set_xlabel("held-out accuracy − DAPO, same seed (pp); bar: 95% t-interval")
+        ax.set_title(f"task '{task}'")
+    fig.tight_layout()
+    p = figdir / "ablation_vs_dapo.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    # accuracy over training (the periodic evaluation), per cell
+    ev = an.eval_frame(runs, root)
+    ev = ev[ev["benchmark"].str.contains("heldout") & ev["step"].notna()]
+    per = ev[ev.groupby("run")["step"].transform("nunique") > 1]
+    if len(per):
+        cell_of = {}
+        for run in runs:
+            cell_of[run.path.name] = _cell_name(_cell(run.config()))
+        # the cell name tells the runs apart, so the task label drops its config hash ('sum#1a2b3c')
+        per = per.assign(method=per["run"].map(lambda n: cell_of.get(Path(n).name, n)),
+                         task=per["task"].str.split("#").str[0])
+        fig = an.fig_eval_curves(per, colors={**{c: colors[c] for c in cells}, "DAPO": "tab:orange",
+                                              "GRPO": "tab:blue"})
+        p = figdir / "ablation_accuracy_curves.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
 # figures
 # ----------------------------------------------------------------------------------------------
 def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
@@ -261,7 +582,10 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
 
     from repro.runs import load_metrics
 
-    df = load_metrics([r for r in find_runs(root) if r.is_done()])
+    done = [r for r in find_runs(root) if r.is_done()]
+    df = load_metrics(done)
+    per = pd.DataFrame([{**p, "task": r.config()["task"], "method": r.config()["method"],
+                         "seed": r.config()["seed"]} for r in done for p in r.periodic_evals()])
     figdir = root / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -269,7 +593,7 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
               ("lambda", "λ"), ("entropy", "token entropy")]
     for task in sorted(df["task"].unique()):
         d = df[df["task"] == task]
-        fig, axes = plt.subplots(1, 5, figsize=(22, 3.8))
+        fig, axes = plt.subplots(1, 6, figsize=(26, 3.8))
         for ax, (col, title) in zip(axes, panels):
             for method in [m for m in METHOD_NAMES if m in set(d["method"])]:
                 dm = d[d["method"] == method]
@@ -278,23 +602,121 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
             ax.set_title(title)
             ax.set_xlabel("optimizer step")
         axes[0].legend(fontsize=8)
+        ax = axes[-2]  # held-out accuracy over training (the in-training evaluation)
+        dp = per[per["task"] == task] if len(per) else per
+        for method in [m for m in METHOD_NAMES if len(dp) and m in set(dp["method"])]:
+            g = dp[dp["method"] == method].groupby("step")["accuracy"]
+            n = dp[dp["method"] == method]["seed"].nunique()
+            ax.plot(g.mean().index, 100 * g.mean().values, marker="o", ms=3,
+                    label=f"{METHOD_NAMES[method]} ({n} seed{'s' if n != 1 else ''})")
+            if n > 1:
+                ax.fill_between(g.min().index, 100 * g.min().values, 100 * g.max().values, alpha=0.15, lw=0)
+        if len(dp):
+            ax.set_title(f"held-out accuracy (%), greedy, {int(dp['n'].iloc[0])} fixed problems")
+            ax.set_xlabel("optimizer step")
+            ax.legend(fontsize=8)
+        else:
+            ax.set_title("no in-training evaluation (eval_every = 0)")
         ax = axes[-1]
         rs = pd.DataFrame([r for r in rows if r["task"] == task])
         order = [m for m in METHOD_NAMES if m in set(rs["method"])]
         means = [100 * rs[rs.method == m].eval_accuracy.mean() for m in order]
         cis = [100 * _mean_ci(list(rs[rs.method == m].eval_accuracy))[1] for m in order]
-        cis = [0 if math.isnan(c) else c for c in cis]
-        ax.bar([METHOD_NAMES[m] for m in order], means, yerr=cis, capsize=4, color="tab:gray")
+        one_seed = all(math.isnan(c) for c in cis)  # one seed: no interval, not a zero one
+        ax.bar([METHOD_NAMES[m] for m in order], means, color="tab:gray")
+        if not one_seed:  # an interval only where a method has >= 2 seeds (nan: none drawn)
+            ax.errorbar(range(len(order)), means, yerr=cis, fmt="none", ecolor="k", capsize=4)
         ax.axhline(100 * base[task]["accuracy"], color="k", ls="--", lw=1, label="start")
-        ax.set_title("held-out accuracy (%), greedy")
+        ax.set_title(f"final held-out accuracy (%), greedy{'' if one_seed else ', ± 95% t-interval'}")
         ax.legend(fontsize=8)
-        fig.suptitle(f"task '{task}' (mean over seeds; curves smoothed over 10 steps)")
+        fig.suptitle(f"task '{task}' (mean over seeds, band min–max when > 1 seed; training curves "
+                     f"smoothed over 10 steps)")
         fig.tight_layout()
         p = figdir / f"{task}_curves.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+HAND_MARK = "\n## What this shows (written by hand"
+
+
+def _keep_hand_section(dest: Path, text: str) -> str:
+    """Regenerated files keep the hand-written reading at their end (from HAND_MARK on)."""
+    if dest.exists():
+        old = dest.read_text()
+        if HAND_MARK in old:
+            return text.rstrip("\n") + "\n" + old[old.index(HAND_MARK):]
+    return text
+
+
+def run_ablation(a, argv) -> None:
+    """``--ablation``: the grid of ``ablation_plan``, its table and figures."""
+    from repro.trainers.reference import TrainConfig
+
+    root = Path(a.out)
+    root.mkdir(parents=True, exist_ok=True)
+    lrs = tuple(a.lambda_lrs) if a.lambda_lrs else ABLATION_LAMBDA_LRS
+    rs = tuple((r, {1 / 9: "1-9", 1 / 3: "1-3"}.get(r, f"{r:g}")) for r in a.rs) if a.rs else ABLATION_RS
+    jobs = ablation_plan(a.seeds, a.tasks, lrs, rs)
+    n_eval = a.eval_problems or 1000
+    overrides = {"eval_problems": n_eval, "eval_every": a.eval_every,
+                 "eval_every_problems": a.eval_every_problems}
+    if a.steps:
+        overrides["steps"] = a.steps
+    cfg0 = TrainConfig.from_yaml(CONFIG_DIR / f"{jobs[0].task}_lambda.yaml")
+    steps = a.steps or cfg0.steps
+    t0 = time.time()
+    print(f"ablation: {len(jobs)} runs ({a.jobs} at a time), {steps} steps each, held-out eval on "
+          f"{n_eval} problems at the end and on {a.eval_every_problems} every {a.eval_every} steps -> {root}")
+    launched = 0 if a.report_only else run_all(root, jobs, overrides, a.jobs, steps)
+    tasks = sorted({j.task for j in jobs})
+    base = eval_base(root, tasks, n_eval, cfg0.eval_seed)
+    names = {j.name for j in jobs}
+    rows = [r for r in summarise(root, base) if r["name"] in names]
+    missing = [j.name for j in jobs if not Run(root / j.name).is_done()]
+    md, csv, agg = ablation_table(rows)
+    figs = ablation_figures(root, agg, names)
+    wall = time.time() - t0
+    train_min = sum(r["wall_s"] or 0 for r in rows) / 60
+    cmd = "python -m repro.demo " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = (
+        "# CPU ablation: when λ can move, does a learned token preference help?\n\n"
+        f"Command: `{cmd}` (= `make ablation-cpu`)  \n"
+        f"Wall time of this invocation: {wall / 60:.1f} min ({launched} of {len(jobs)} runs trained in it, "
+        f"{a.jobs} at a time; the rest reused). Sum of the runs' own training wall times: {train_min:.1f} min.  \n"
+        f"Grid: λ's SGD learning rate {{{', '.join(f'{x:g}' for x in lrs)}}} × r {{{', '.join(n.replace('-', '/') for _, n in rs)}}} "
+        f"on tasks {', '.join(tasks)}, against {', '.join(METHOD_NAMES[m] for m in ABLATION_BASELINES)} at the same seeds; "
+        f"{steps} optimizer steps per run, every other setting as in `repro/configs/cpu/` (the reproduction).  \n"
+        + (f"**Not finished: {len(missing)} of the {len(jobs)} runs** ({', '.join(missing)}); the table "
+           f"holds the {len(rows)} finished ones (`--report-only` tabulated what was there; rerunning the "
+           f"command trains the rest, reusing these).  \n" if missing else "")
+        + f"{h_floor_note([r for r, _ in rs], cfg0.group_size, cfg0.sigma)}  \n"
+        f"Held-out accuracy and length: greedy decoding on {n_eval} test-split problems after the last step; "
+        "± is the 95% t-interval across seeds (none with one seed). Δ vs DAPO is paired by seed: the same seed "
+        "gives every method the same training problems and the same sampling seeds, and at λ = 0 λ-GRPO's "
+        "first step is DAPO's exactly, so runs of one seed share their first rollout; the interval is the "
+        "t-interval of the per-seed differences. f min / max: the smallest f_min and largest f_max over the "
+        "last 20 steps (seed mean); DAPO's f is 1. λ at steps: seed means.\n\n"
+        + f"Start checkpoint (held-out, {n_eval} problems): "
+        + "; ".join(f"{t} {100 * base[t]['accuracy']:.1f} %, length {base[t]['response_length_mean']:.1f}"
+                    for t in tasks) + ".\n\n" + md
+        + "\n![λ and f](figures/ablation_lambda_f.png)\n\n![vs DAPO](figures/ablation_vs_dapo.png)\n\n"
+        "![accuracy over training](figures/ablation_accuracy_curves.png)\n")
+    write_text_atomic(root / "ablation.md", _keep_hand_section(root / "ablation.md", text))
+    write_text_atomic(root / "ablation.csv", csv)
+    if a.artifacts:
+        import shutil
+
+        dest = Path(a.artifacts)
+        (dest / "figures").mkdir(parents=True, exist_ok=True)
+        for p in figs:
+            shutil.copyfile(p, dest / "figures" / p.name)
+        write_text_atomic(dest / "ablation_cpu.csv", csv)
+        write_text_atomic(dest / "ablation_cpu.md", _keep_hand_section(dest / "ablation_cpu.md", text))
+    print(text)
+    print("figures:", ", ".join(str(p) for p in figs))
 
 
 def main(argv=None) -> None:
@@ -308,8 +730,20 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="override the configs' step count")
     ap.add_argument("--eval-problems", type=int, default=None)
     ap.add_argument("--artifacts", default=None, metavar="DIR",
-                    help="also write DIR/cpu_results.md and DIR/figures/cpu_*.png")
+                    help="also write DIR/cpu_results.md and DIR/figures/cpu_*.png "
+                         "(--ablation: DIR/ablation_cpu.md, .csv and DIR/figures/ablation_*.png)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="λ lr {0.1, 1, 10} × r {1/9, 1/3} on sum and budget, 3 seeds, vs DAPO and GRPO")
+    ap.add_argument("--lambda-lrs", nargs="*", type=float, default=None, help="--ablation: λ lrs")
+    ap.add_argument("--rs", nargs="*", type=float, default=None, help="--ablation: r values")
+    ap.add_argument("--eval-every", type=int, default=25, help="--ablation: in-training eval period")
+    ap.add_argument("--report-only", action="store_true",
+                    help="--ablation: train nothing, tabulate the finished runs and list the missing ones")
+    ap.add_argument("--eval-every-problems", type=int, default=200,
+                    help="--ablation: fixed held-out problems of the in-training eval")
     a = ap.parse_args(argv)
+    if a.ablation:
+        return run_ablation(a, argv)
     from repro.trainers.reference import TrainConfig
 
     root = Path(a.out)
@@ -319,14 +753,15 @@ def main(argv=None) -> None:
     overrides = {"eval_problems": n_eval}
     if a.steps:
         overrides["steps"] = a.steps
-    steps = a.steps or TrainConfig.from_yaml(CONFIG_DIR / f"{jobs[0][0]}_{jobs[0][1]}.yaml").steps
+    steps = a.steps or TrainConfig.from_yaml(CONFIG_DIR / f"{jobs[0].task}_{jobs[0].method}.yaml").steps
     t0 = time.time()
     print(f"{len(jobs)} runs ({a.jobs} at a time), {steps} steps each, "
           f"held-out eval on {n_eval} problems -> {root}")
     launched = run_all(root, jobs, overrides, a.jobs, steps)
-    tasks = sorted({t for t, _, _ in jobs})
+    tasks = sorted({j.task for j in jobs})
     base = eval_base(root, tasks, n_eval, TrainConfig().eval_seed)
-    rows = [r for r in summarise(root, base) if (r["task"], r["method"], r["seed"]) in set(jobs)]
+    names = {j.name for j in jobs}
+    rows = [r for r in summarise(root, base) if r["name"] in names]
     md, csv, _ = table(rows, base)
     cmp = comparisons(rows)
     wall = time.time() - t0

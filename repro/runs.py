@@ -11,8 +11,12 @@ Layout of one run folder::
       metrics.jsonl      one line per optimizer step (schema below)
       checkpoints/       step_000050/ ... (trainer-specific contents), latest -> newest
       eval/              scores.json, scores.csv, records.jsonl (the evaluation pipeline)
+                         periodic.jsonl: optional, one line per in-training evaluation
+                         (``Run.log_periodic_eval`` / ``Run.periodic_evals``; schema PERIODIC_EVAL)
       groups.jsonl       optional: a sample of whole groups (step, λ, r, lengths, L_i per response)
                          for checking Eq. 20 on recorded data (``Run.log_group`` / ``Run.groups``)
+      tensorboard/       optional: TensorBoard event files (reference trainer ``--tensorboard``),
+                         a copy of the JSONL for people who read TensorBoard; never read back here
       DONE               written last, when the run finished
 
 Files are written atomically (temporary file + ``os.replace``); metrics lines are appended whole
@@ -58,6 +62,17 @@ REQUIRED: dict[str, tuple[type, str]] = {
     "time_s": (float, "wall seconds since the run started"),
 }
 NULLABLE = {"kl", "entropy", "grad_norm", "lambda_grad"}
+
+# eval/periodic.jsonl (added in schema version 1, optional): held-out evaluations during
+# training, each on the same fixed problems, so that accuracy can be drawn against step.
+PERIODIC_EVAL: dict[str, tuple[type, str]] = {
+    "step": (int, "optimizer steps taken when evaluated (0 = the starting checkpoint)"),
+    "benchmark": (str, "name of the fixed held-out subset, e.g. 'sum_heldout200'"),
+    "n": (int, "problems evaluated (the same problems at every step)"),
+    "decoding": (str, "'greedy'"),
+    "accuracy": (float, "share graded correct (a fraction in [0, 1])"),
+    "response_length_mean": (float, "mean response length in tokens"),
+}
 
 
 class SchemaError(ValueError):
@@ -256,6 +271,27 @@ class Run:
         append_jsonl(self.groups_path, {"step": int(step), "lambda": float(lam), "r": float(r),
                                         "lengths": lengths, "L": L, **extra})
 
+    @property
+    def periodic_evals_path(self) -> Path:
+        return self.eval_dir / "periodic.jsonl"
+
+    def log_periodic_eval(self, *, step: int, benchmark: str, ev: dict, decoding: str = "greedy") -> None:
+        """Append one in-training evaluation (``ev``: the dict of ``trainers.rollout.evaluate``,
+        or any dict with ``n``, ``accuracy`` and ``response_length_mean``; extra keys are kept)."""
+        rec = {**ev, "step": int(step), "benchmark": str(benchmark), "decoding": decoding}
+        for k, (typ, _) in PERIODIC_EVAL.items():
+            v = rec.get(k)
+            ok = (isinstance(v, typ) or (typ is float and isinstance(v, int))) and not isinstance(v, bool)
+            if not ok or (typ is float and not math.isfinite(v)):
+                raise SchemaError(f"periodic eval field {k!r} must be {typ.__name__}, got {v!r}")
+        if not 0.0 <= rec["accuracy"] <= 1.0:
+            raise SchemaError(f"periodic eval accuracy must be a fraction, got {rec['accuracy']!r}")
+        append_jsonl(self.periodic_evals_path, rec)
+
+    def periodic_evals(self) -> list[dict]:
+        """The in-training evaluations (``[]`` if the run made none), in the order written."""
+        return read_jsonl(self.periodic_evals_path) if self.periodic_evals_path.exists() else []
+
     def groups(self) -> list[dict]:
         """The recorded groups (``[]`` if the run recorded none)."""
         return read_jsonl(self.groups_path) if self.groups_path.exists() else []
@@ -264,9 +300,9 @@ class Run:
         write_json_atomic(self.done_path, summary or {})
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop metrics (and recorded-group) lines after ``last_step``, for a resume from the
-        checkpoint of that step."""
-        for path in (self.metrics_path, self.groups_path):
+        """Drop metrics (and recorded-group, periodic-eval) lines after ``last_step``, for a
+        resume from the checkpoint of that step."""
+        for path in (self.metrics_path, self.groups_path, self.periodic_evals_path):
             if path.exists():
                 keep = [r for r in read_jsonl(path) if r["step"] <= last_step]
                 write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))

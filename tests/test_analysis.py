@@ -111,6 +111,57 @@ def test_eval_frame_formats(tmp_path):
             an.eval_frame([run])
 
 
+def _periodic_runs(root):
+    """Two seeds of two methods with in-training evaluations at steps 0, 10, 20 and a final score."""
+    runs = []
+    for method in ("dapo", "lambda"):
+        for seed in (0, 1):
+            run = Run.create(root / f"sum_{method}_s{seed}", {"task": "sum", "method": method},
+                             seed=seed, method=method)
+            for step in (0, 10, 20):
+                run.log_periodic_eval(step=step, benchmark="sum_heldout200", ev={
+                    "n": 200, "accuracy": 0.4 + 0.01 * step + 0.02 * seed + (0.05 if method == "lambda" else 0),
+                    "response_length_mean": 20.0})
+            write_json_atomic(run.eval_dir / "scores.json", {"step": 20, "benchmarks": {"sum_heldout": {
+                "accuracy": 0.5, "n": 1000}}})
+            runs.append(run)
+    return runs
+
+
+def test_periodic_evals_become_curves_with_one_legend_entry_each(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs = _periodic_runs(tmp_path)
+    ev = an.eval_frame(runs, tmp_path)
+    per = ev[ev["benchmark"] == "sum_heldout200"]
+    assert len(per) == 12 and sorted(set(per["step"])) == [0, 10, 20]
+    # seed 0 / seed 1 of λ-GRPO at step 10: 0.55 and 0.57 -> 55 %, 57 %
+    lam10 = per[(per["method"] == "lambda") & (per["step"] == 10)].sort_values("seed")["accuracy"].tolist()
+    assert lam10 == pytest.approx([55.0, 57.0])
+    fig = an.fig_eval_curves(ev)
+    axes = [a for a in fig.axes if a.get_visible() and a.lines]
+    assert len(axes) == 1 and axes[0].get_title().startswith("sum_heldout200")  # final-only score left out
+    labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert sorted(labels) == ["DAPO (2 seeds)", "λ-GRPO (2 seeds)"]
+    mean_line = next(l for l in axes[0].lines if l.get_label().startswith("λ"))
+    assert list(mean_line.get_xdata()) == [0, 10, 20]
+    assert list(mean_line.get_ydata()) == pytest.approx([46.0, 56.0, 66.0])  # (45+47)/2, ...
+    assert len(axes[0].collections) == 2  # a band per method (2 seeds)
+    # one seed: no band
+    one = an.fig_eval_curves(ev[ev["seed"] == 0])
+    assert sum(len(a.collections) for a in one.axes) == 0
+
+
+def test_periodic_eval_schema_is_checked(tmp_path):
+    run = Run.create(tmp_path / "r", {"task": "sum"}, seed=0, method="dapo")
+    with pytest.raises(ValueError, match="fraction"):
+        run.log_periodic_eval(step=0, benchmark="b", ev={"n": 4, "accuracy": 40.0, "response_length_mean": 3.0})
+    with pytest.raises(ValueError, match="'n'"):
+        run.log_periodic_eval(step=0, benchmark="b", ev={"accuracy": 0.4, "response_length_mean": 3.0})
+    assert run.periodic_evals() == []
+
+
 def test_a_wrong_closed_form_is_reported_failing(monkeypatch):
     good = an.eq20_grid(lams=(0.5,), rs=(1 / 9,), Gs=(8,))
     assert good["pass"].all()

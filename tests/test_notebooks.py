@@ -86,3 +86,70 @@ def test_a_failing_cell_fails(tmp_path):
     path = _write_nb(tmp_path / "nb" / "bad.ipynb", "x = 1", "raise ValueError('deliberate failure 1234')")
     with pytest.raises(CellExecutionError, match="deliberate failure 1234"):
         execute_notebook(path, tmp_path, timeout=60)
+
+
+def test_jupyter_nbconvert_executes_a_notebook(tmp_path):
+    """`jupyter nbconvert --execute` (not only repro.artifacts' nbclient) runs a notebook with
+    this venv's kernel; the objective-only notebook needs no runs."""
+    import os
+    import subprocess
+    import sys
+
+    name = "01_weighting_functions.ipynb"
+    env = {**os.environ, "LGRPO_RUNS": str(tmp_path / "no-runs")}
+    res = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                          "--output-dir", str(tmp_path), str(NB_DIR / name)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    nb = nbformat.read(tmp_path / name, as_version=4)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) >= 4
+
+
+def test_make_lab_serves_the_notebooks(tmp_path):
+    """`make lab` starts JupyterLab on notebooks/ with the runs folder passed on; checked
+    through the server's REST API (the contents and a kernel of this venv)."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "lgrpo-test"
+    args = f"--no-browser --port={port} --IdentityProvider.token={token} --ServerApp.ip=127.0.0.1"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    # -o venv: use the venv as it is (make test has just built it)
+    proc = subprocess.Popen(["make", "-s", "-o", "venv", "lab", f"LAB_RUNS={tmp_path}", f"LAB_ARGS={args}",
+                             f"VENV={Path(sys.executable).parents[1]}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        def get(path):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}?token={token}", timeout=10) as r:
+                return json.loads(r.read())
+
+        deadline = time.time() + 240
+        while True:
+            try:
+                contents = get("/api/contents/")
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"jupyter lab did not start: {proc.stdout.read().decode()[-3000:]}")
+                time.sleep(1)
+        assert sorted(c["name"] for c in contents["content"] if c["name"].endswith(".ipynb")) == sorted(NOTEBOOKS)
+        specs = get("/api/kernelspecs")
+        assert "python3" in specs["kernelspecs"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as r:
+            assert r.status == 200 and b"JupyterLab" in r.read()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

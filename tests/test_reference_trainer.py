@@ -222,3 +222,95 @@ def test_pretrain_script_runs(tmp_path):
     assert info["steps"] == 2 and info["params"] > 100_000
     model, tok = reference.load_policy(tmp_path / "p")
     assert model.config.num_hidden_layers == 2 and len(tok) == len(arith.VOCAB)
+
+
+# ----------------------------------------------------------------------------------------------
+# in-training evaluation (eval_every) and the ablation's settings
+# ----------------------------------------------------------------------------------------------
+_WALL = {"time_s", "eval_accuracy", "eval_length"}
+
+
+def test_periodic_eval_leaves_training_unchanged_and_scores_the_checkpoint(tmp_path):
+    from repro.trainers.rollout import evaluate, load_policy
+
+    kw = dict(method="lambda", lr=1e-3, checkpoint_every=2, ppo_epochs=2)
+    plain = train(_cfg(**kw), tmp_path / "plain", progress=False)
+    ev_run = train(_cfg(**kw, eval_every=2, eval_every_problems=6), tmp_path / "ev", progress=False)
+    a, b = plain.metrics(), ev_run.metrics()
+    assert len(a) == len(b) == 4
+    for ra, rb in zip(a, b):  # every training quantity identical, bit for bit
+        assert {k: v for k, v in ra.items() if k not in _WALL} == {k: v for k, v in rb.items() if k not in _WALL}
+    assert plain.eval_scores()["benchmarks"] == ev_run.eval_scores()["benchmarks"]
+    per = ev_run.periodic_evals()
+    assert [p["step"] for p in per] == [0, 2, 4] and {p["n"] for p in per} == {6}
+    assert [r.get("eval_accuracy") for r in b] == [None, per[1]["accuracy"], None, per[2]["accuracy"]]
+    assert plain.periodic_evals() == []
+    # independent check: the logged score is a fresh greedy evaluation of the saved weights on
+    # the first 6 held-out problems (step 0: the starting checkpoint, step 2: its checkpoint)
+    cfg = _cfg(**kw)
+    probs = arith.sample_problems(cfg.eval_problems, random.Random(cfg.eval_seed), "test")[:6]
+    for step, where in ((0, cfg.checkpoint_path), (2, ev_run.checkpoint_dir(2))):
+        model, tok = load_policy(where)
+        again = evaluate(model, tok, probs, max_new_tokens=cfg.budget)
+        assert again["accuracy"] == per[step // 2]["accuracy"]
+        assert again["response_length_mean"] == per[step // 2]["response_length_mean"]
+
+
+def test_resume_keeps_periodic_evals_consistent(tmp_path):
+    kw = dict(method="dapo", lr=1e-3, checkpoint_every=2, eval_every=1, eval_every_problems=4)
+    full = train(_cfg(**kw), tmp_path / "full", progress=False)
+    b = tmp_path / "resumed"
+    shutil.copytree(full.path, b, symlinks=True)
+    (b / "DONE").unlink()
+    shutil.rmtree(b / "checkpoints" / "step_000004")
+    os.remove(b / "checkpoints" / "latest")
+    os.symlink("step_000002", b / "checkpoints" / "latest")
+    resumed = train(_cfg(**kw), b, resume=True, progress=False)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time_s"} for r in rs]  # noqa: E731
+    assert [p["step"] for p in resumed.periodic_evals()] == [0, 1, 2, 3, 4]
+    assert strip(resumed.periodic_evals()) == strip(full.periodic_evals())
+
+
+def test_r_one_third_keeps_h_positive_for_g8():
+    from repro import objective as obj
+
+    G = 8
+    TrainConfig(method="lambda", r=1 / 3, group_size=G, prompts_per_rollout=16).validate()
+    # the most extreme groups: one response far from seven equal ones (Samuelson's bound)
+    for lengths, sign in (([1.0] * 7 + [500.0], +1), ([500.0] * 7 + [1.0], -1)):
+        x = torch.tensor([lengths], dtype=torch.float64)
+        z = (x - x.mean()) / x.std()  # sample std, computed here independently
+        assert float(z.abs().max()) == pytest.approx((G - 1) / math.sqrt(G), rel=1e-12)
+        h = obj.eq14_h(x, 1 / 3)
+        # the outlier (last) sits at 1 ± r·(G−1)/√G; the short outlier gives the smallest h
+        assert float(h[0, -1]) == pytest.approx(1 + sign * (G - 1) / math.sqrt(G) / 3, rel=1e-9)
+        assert float(h.min()) > 0.17
+        obj.eq16_lambda_weights(x, lam=10.0, r=1 / 3)  # defined for large λ too
+    with pytest.raises(ValueError, match="h = 1 \\+ r\\*z <= 0"):
+        obj.eq14_h(x, 0.41)  # the short outlier: 1 − 0.41 · 2.475 < 0
+    with pytest.raises(ValueError, match="can make h"):
+        TrainConfig(method="lambda", r=0.41, group_size=G).validate()
+
+
+def test_same_seed_gives_dapo_and_lambda_the_same_first_rollout(runs):
+    a, b = runs["dapo"].metrics()[0], runs["lambda"].metrics()[0]
+    # λ starts at 0, where f = 1 = DAPO's weight: step 1 is the same update on the same rollout
+    for k in ("reward_mean", "accuracy", "response_length_mean", "len_adv_cov", "loss", "grad_norm",
+              "f_min", "f_max"):
+        assert a[k] == b[k], k
+    assert runs["lambda"].metrics()[1]["lambda"] != 0.0
+
+
+def test_tensorboard_events_hold_the_jsonl_values(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(_cfg(method="lambda", lr=1e-3, eval_every=2, eval_every_problems=4), tmp_path / "tb",
+                progress=False, tensorboard=True)
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/lambda", "train/reward_mean", "eval/accuracy", "final_eval/accuracy"} <= tags
+    lam = [(e.step, e.value) for e in acc.Scalars("train/lambda")]
+    assert lam == [(r["step"], pytest.approx(r["lambda"], rel=1e-6)) for r in run.metrics()]
+    ev = [(e.step, e.value) for e in acc.Scalars("eval/accuracy")]
+    assert ev == [(p["step"], pytest.approx(p["accuracy"], rel=1e-6)) for p in run.periodic_evals()]

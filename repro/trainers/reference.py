@@ -3,6 +3,7 @@
     python -m repro.trainers.reference --config repro/configs/cpu/sum_lambda.yaml --out runs/x
     python -m repro.trainers.reference --config ... --out runs/x --resume   # continue from latest
     python -m repro.trainers.reference --config ... --out runs/x --set steps=20 --set seed=1
+    python -m repro.trainers.reference --config ... --out runs/x --tensorboard  # + TensorBoard events
 
 One step of the loop (every piece of math comes from ``repro.objective``; nothing is re-derived):
 
@@ -17,7 +18,9 @@ One step of the loop (every piece of math comes from ``repro.objective``; nothin
    optimizer step, SGD lr 0.1 as in the paper;
 5. one metrics line per optimizer step through ``repro.runs.Run.log`` (the shared schema);
    a checkpoint every ``checkpoint_every`` steps and at the end; a greedy evaluation on held-out
-   problems at the end (``eval/scores.json``) and, optionally, every ``eval_every`` steps.
+   problems at the end (``eval/scores.json``) and, optionally (``eval_every`` > 0), at step 0
+   and every ``eval_every`` steps on the first ``eval_every_problems`` of those problems
+   (``eval/periodic.jsonl``, also ``eval_accuracy`` / ``eval_length`` in the metrics line).
 
 Resume (``--resume``) reloads the newest checkpoint (weights, AdamW state, λ and its SGD state,
 counters) and drops metrics lines after it. Because each rollout's randomness is seeded from
@@ -80,8 +83,8 @@ class TrainConfig:
     lambda_init: float = 0.0
     lambda_lr: float = 0.1
     checkpoint_every: int = 50  # steps; 0 = only at the end
-    eval_every: int = 0  # steps; 0 = only at the end
-    eval_every_problems: int = 200
+    eval_every: int = 0  # steps; 0 = only at the end. >0: greedy eval of the first
+    eval_every_problems: int = 200  # held-out problems at step 0 and every eval_every steps
     eval_problems: int = 500  # held-out problems for the final greedy evaluation
     eval_seed: int = 12345
     threads: int = 0  # torch threads (0: leave torch's default)
@@ -124,6 +127,9 @@ class TrainConfig:
                              f"(moving the model and rollout tensors to a GPU is not implemented)")
         if self.max_new_tokens < 0 or self.eval_problems < 0 or self.kl_coef < 0 or self.record_groups < 0:
             raise ValueError("max_new_tokens, eval_problems, kl_coef and record_groups must be >= 0")
+        if self.eval_every < 0 or (self.eval_every and self.eval_every_problems < 1):
+            raise ValueError(f"eval_every ({self.eval_every}) must be >= 0, and eval_every_problems "
+                             f"({self.eval_every_problems}) >= 1 when it is > 0")
         ckpt = Path(self.checkpoint_path)
         if not (ckpt / "config.json").is_file():
             raise FileNotFoundError(f"init_checkpoint {ckpt} has no config.json: not a model "
@@ -227,9 +233,31 @@ def _std(x: torch.Tensor) -> float:
     return float(x.std()) if x.numel() > 1 else 0.0
 
 
+def _tensorboard_writer(run: Run, step: int):
+    """TensorBoard event files in ``<run>/tensorboard/`` (torch's ``SummaryWriter``, which needs
+    the ``tensorboard`` package). On a resume, events after ``step`` are purged."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # the package is in the CPU set; say what is missing
+        raise ImportError(f"--tensorboard needs the 'tensorboard' package ({e})") from None
+    return SummaryWriter(str(run.path / "tensorboard"), purge_step=step or None)
+
+
+def _tb_scalars(tb, prefix: str, rec: dict, step: int) -> None:
+    if tb is None:
+        return
+    for k, v in rec.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",) and math.isfinite(v):
+            tb.add_scalar(f"{prefix}/{k}", v, step)
+    tb.flush()
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
-          progress: bool = True) -> Run:
-    """Train one run into ``out_dir``; returns the ``Run``. See the module docstring."""
+          progress: bool = True, tensorboard: bool = False) -> Run:
+    """Train one run into ``out_dir``; returns the ``Run``. See the module docstring.
+    ``tensorboard``: also write every metrics line, in-training and final evaluation as
+    TensorBoard scalars under ``<run>/tensorboard/`` (``train/<key>``, ``eval/<key>``,
+    ``final_eval/<key>``); the JSONL stays the record the package reads."""
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -262,10 +290,26 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         run = Run.create(out_dir, dataclasses.asdict(cfg), seed=cfg.seed, method=cfg.method,
                          extra_meta={"task": cfg.task, "trainer": "repro.trainers.reference",
                                      "init_checkpoint": cfg.checkpoint_path})
+    tb = _tensorboard_writer(run, step) if tensorboard else None
     model.train()
     P, G, B = cfg.prompts_per_rollout, cfg.group_size, cfg.prompts_per_rollout * cfg.group_size
     eval_set = sample_problems(max(cfg.eval_problems, cfg.eval_every_problems if cfg.eval_every else 0),
                                random.Random(cfg.eval_seed), "test")
+    periodic_set = eval_set[:cfg.eval_every_problems] if cfg.eval_every else []
+    periodic_name = f"{cfg.task}_heldout{cfg.eval_every_problems}"
+
+    def periodic_eval(at_step: int) -> dict:
+        # greedy decoding draws no random numbers, and every rollout reseeds torch and its own
+        # RNG, so this evaluation leaves training exactly as it would be without it (tested)
+        ev = evaluate(model, tok, periodic_set, max_new_tokens=cfg.budget)
+        model.train()
+        run.log_periodic_eval(step=at_step, benchmark=periodic_name, ev=ev)
+        _tb_scalars(tb, "eval", {k: ev[k] for k in ("accuracy", "response_length_mean", "truncated_rate")},
+                    at_step)
+        return ev
+
+    if cfg.eval_every and step == 0:
+        periodic_eval(0)  # the starting checkpoint, so the curves start where training does
     t0 = time.time() - elapsed0
     bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.task}/{cfg.method}/s{cfg.seed}",
                disable=not progress, dynamic_ncols=True)
@@ -337,11 +381,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                 **{f"style_{s}": styles.count(s) / B for s in ("direct", "terse", "verbose", "other")},
             }
             if cfg.eval_every and step % cfg.eval_every == 0:
-                ev = evaluate(model, tok, eval_set[:cfg.eval_every_problems], max_new_tokens=cfg.budget)
+                ev = periodic_eval(step)
                 rec["eval_accuracy"] = ev["accuracy"]
                 rec["eval_length"] = ev["response_length_mean"]
-                model.train()
             run.log(rec)
+            _tb_scalars(tb, "train", rec, step)
             bar.update(1)
             bar.set_postfix(acc=f"{rec['accuracy']:.2f}", len=f"{rec['response_length_mean']:.1f}",
                             lam=f"{rec['lambda']:.3f}")
@@ -355,6 +399,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         ev = evaluate(model, tok, eval_set[:cfg.eval_problems], max_new_tokens=cfg.budget)
         write_eval(run, ev, cfg)
         summary["eval_accuracy"] = ev["accuracy"]
+        _tb_scalars(tb, "final_eval", {k: ev[k] for k in ("accuracy", "response_length_mean",
+                                                          "truncated_rate")}, step)
+    if tb is not None:
+        tb.close()
     run.mark_done(summary)
     return run
 
@@ -373,10 +421,11 @@ def write_eval(run: Run, ev: dict, cfg: TrainConfig) -> None:
 def tiny_run(out_dir: str | Path, method: str = "lambda", steps: int = 4, seed: int = 0,
              task: str = "sum") -> Run:
     """A small but valid run folder in a few seconds (for other modules' tests): P=2, G=4,
-    16 new tokens, a checkpoint at the end, 16-problem held-out evaluation."""
+    16 new tokens, a checkpoint at the end, 16-problem held-out evaluation, and an in-training
+    evaluation of 8 of those problems at step 0 and every 2 steps."""
     cfg = TrainConfig(method=method, task=task, seed=seed, steps=steps, prompts_per_rollout=2,
                       group_size=4, max_new_tokens=16, lr=1e-3, checkpoint_every=0,
-                      eval_problems=16, r=0.3)
+                      eval_problems=16, r=0.3, eval_every=2, eval_every_problems=8)
     return train(cfg, out_dir, progress=False)
 
 
@@ -388,9 +437,12 @@ def main(argv=None) -> None:
                     help="override a config key (repeatable)")
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard event files to <out>/tensorboard/ "
+                         "(view: tensorboard --logdir <out>)")
     a = ap.parse_args(argv)
     cfg = TrainConfig.from_yaml(a.config, parse_overrides(a.set))
-    run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress)
+    run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress, tensorboard=a.tensorboard)
     print(f"done: {run.path} {(run.path / 'DONE').read_text().strip()}")
 
 

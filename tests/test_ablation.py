@@ -1,0 +1,103 @@
+"""The ablation driver of ``repro.demo`` (issue 13): the grid, the overrides every run folder
+carries, run reuse, and the paired statistics (checked against numbers computed here)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from repro import demo
+from repro.trainers.reference import TrainConfig, parse_overrides
+
+
+def test_grid_is_36_cells_plus_12_baselines_seed_major():
+    jobs = demo.ablation_plan()
+    assert len(jobs) == 48 and len({j.name for j in jobs}) == 48
+    lam = [j for j in jobs if j.method == "lambda"]
+    assert len(lam) == 36
+    assert {(dict(j.overrides)["lambda_lr"], round(dict(j.overrides)["r"], 6)) for j in lam} == {
+        (lr, round(r, 6)) for lr in (0.1, 1.0, 10.0) for r in (1 / 9, 1 / 3)}
+    assert sorted((j.task, j.method) for j in jobs if j.method != "lambda") == sorted(
+        [(t, m) for t in ("sum", "budget") for m in ("dapo", "grpo")] * 3)
+    # first DAPO and the λ lr >= 1 cells seed by seed, then λ lr 0.1 and GRPO seed by seed
+    core = [j for j in jobs if j.method == "dapo" or dict(j.overrides).get("lambda_lr", 0) >= 1]
+    assert jobs[:len(core)] == core and len(core) == 30
+    for part in (core, jobs[len(core):]):
+        assert [j.seed for j in part] == sorted(j.seed for j in part)
+
+
+def test_overrides_reach_the_saved_config_exactly(tmp_path):
+    job = next(j for j in demo.ablation_plan() if j.method == "lambda" and dict(j.overrides)["lambda_lr"] == 10.0
+               and math.isclose(dict(j.overrides)["r"], 1 / 3))
+    cmd = demo._cmd(tmp_path / job.name, job, {"eval_every": 25, "eval_problems": 1000}, resume=False)
+    sets = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--set"]
+    cfg = TrainConfig.from_yaml(cmd[cmd.index("--config") + 1], parse_overrides(sets))
+    assert cfg.r == 1 / 3 and cfg.lambda_lr == 10.0 and cfg.seed == job.seed  # repr() round-trips
+    assert cfg.eval_every == 25 and cfg.eval_problems == 1000 and cfg.method == "lambda"
+    cfg.validate()
+
+
+def _row(task, method, seed, acc, length, lr=None, r=None, lam=0.0):
+    return {"name": f"{task}_{method}_{lr}_{r}_s{seed}", "task": task, "method": method, "seed": seed,
+            "lambda_lr": lr, "r": r, "eval_accuracy": acc, "eval_length": length,
+            "eval_verbose_share": 0.5, "final_lambda": lam, "f_min_last": 0.9, "f_max_last": 1.1,
+            **{f"lambda_at_{k}": lam for k in demo.LAMBDA_STEPS}}
+
+
+def test_paired_difference_to_dapo():
+    dapo = [0.50, 0.60, 0.55]
+    cell = [0.53, 0.61, 0.60]
+    rows = [_row("sum", "dapo", s, a, 20.0) for s, a in enumerate(dapo)]
+    rows += [_row("sum", "lambda", s, a, 21.0 + s, lr=10.0, r=1 / 3, lam=1.0 + s) for s, a in enumerate(cell)]
+    md, csv, agg = demo.ablation_table(rows)
+    a = next(x for x in agg if x["method"] == "lambda")
+    d = [100 * (c - b) for c, b in zip(cell, dapo)]  # +3, +1, +5 pp
+    m = sum(d) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / 2)
+    assert a["d_eval_accuracy"] == pytest.approx(3.0)
+    assert a["d_eval_accuracy_ci95"] == pytest.approx(4.303 * sd / math.sqrt(3))
+    assert a["d_eval_length"] == pytest.approx(2.0) and a["paired_seeds"] == 3
+    assert a["final_lambda"] == pytest.approx(2.0)
+    assert "λ-GRPO lr 10, r 1/3" in md and "(reference)" in md
+
+
+def test_finished_run_with_other_config_is_not_reused(tmp_path):
+    from repro.runs import Run
+
+    job = demo.Job("sum_lambda_x_s0", "sum", "lambda", 0, (("lambda_lr", 10.0),))
+    run = Run.create(tmp_path / job.name, {"task": "sum", "method": "lambda", "seed": 0, "lambda_lr": 0.1},
+                     seed=0, method="lambda")
+    (run.metrics_path).write_text("")
+    run.mark_done({})
+    with pytest.raises(RuntimeError, match="lambda_lr"):
+        demo.run_all(tmp_path, [job], {}, 1, 1)
+
+
+def test_h_floor_note_says_h_positive():
+    note = demo.h_floor_note([1 / 9, 1 / 3], 8)
+    assert "2.475" in note and "0.175" in note and "h > 0" in note
+
+
+def test_a_run_another_process_trains_is_not_started_twice(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from repro.runs import Run
+
+    job = demo.Job("sum_dapo_s0", "sum", "dapo", 0)
+    out = tmp_path / job.name
+    out.mkdir()
+    # a stand-in for another invocation's trainer: finishes the run after a moment
+    code = textwrap.dedent(f"""
+        import time
+        from repro.runs import Run
+        time.sleep(2)
+        r = Run.create({str(out)!r}, {{"task": "sum", "method": "dapo", "seed": 0}}, seed=0, method="dapo")
+        r.metrics_path.write_text("")
+        r.mark_done({{}})
+    """)
+    other = subprocess.Popen([sys.executable, "-c", code])
+    (out / demo.LOCK).write_text(f"{other.pid}\n")
+    n = demo.run_all(tmp_path, [job], {}, 1, 1)
+    assert n == 0 and other.poll() == 0 and Run(out).is_done()
