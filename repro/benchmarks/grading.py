@@ -30,6 +30,8 @@ import resource
 import re
 import time
 
+from repro.grading.corpus import _num
+
 FALLBACK_GOLDS = [("gsm8k", "18"), ("gsm8k", "70000"), ("math500", "\\frac{14}{3}"),
                   ("math500", "\\left( 3, \\frac{\\pi}{2} \\right)"), ("math500", "p - q"),
                   ("minerva_math", "4.5e33"), ("minerva_math", "1.6"),
@@ -62,13 +64,6 @@ def golds_from_data() -> list[tuple[str, str]]:
         return out
     except Exception:
         return []
-
-
-def _num(s: str) -> float | None:
-    try:
-        return float(s.replace(",", ""))
-    except ValueError:
-        return None
 
 
 def _fmt(x: float) -> str:

@@ -7,10 +7,14 @@ No OpenRLHF file is copied or edited. Modules, from the bottom up:
                wrapper around the *stock* ``PolicyLoss``, and the λ step at the accumulation
                boundary (a mixin for ``ActorPPOTrainer``)
 ``metrics``    one JSONL line per rollout step in the ``repro.runs`` schema
+``checkpoints`` rotation of the ``{tag}_hf`` folders that OpenRLHF saves but never rotates
+``preflight``  stdlib only: says how to create the GPU environment when it is not active
 ``reward_fn``  the file for ``--reward.remote_url``: +1 / -0.5 / -1 through the package's grader
 ``patches``    the subclasses of OpenRLHF classes (imports openrlhf, ray, deepspeed)
 ``launch``     patches the classes in and runs the stock ``openrlhf.cli.train_ppo_ray``
 ``cli_check``  runs the installed OpenRLHF argument parser on a command line without Ray/vLLM
 ``reproduce``  ``make reproduce-1.5b|3b|7b``: machine check, train, eval, comparison table
-``gpu_check``  a one-GPU, offline check of the λ gradient through OpenRLHF's PolicyLoss (bf16)
+``local_actor`` OpenRLHF's policy actor outside Ray (CPU tests with gloo, and the GPU check)
+``gpu_check``  a one-GPU, offline check: λ gradient (bf16 vs fp64), the real DeepSpeed engine,
+               loss timing and 1.5B-shape memory (``make gpu-check``)
 """
