@@ -112,8 +112,11 @@ def test_qwen_agrees_with_the_original(corpus):
     uids = {r["uid"] for r in rows}
     differ = set(a["differ"])
     expected = set(intended) & uids
+    # a pair listed as 'timeout' is slow in both graders: its verdict depends on the budget
+    either = {d["uid"] for d in json.loads(INTENDED.read_text())["differences"]
+              if d["category"] == "timeout"}
     assert differ - expected == set(), "new differences from the original"
-    assert expected - differ == set(), "listed differences that no longer occur"
+    assert expected - either - differ == set(), "listed differences that no longer occur"
     if rows is corpus:  # GRADER_CORPUS_FULL=1: the goal, measured on every pair
         assert a["rate"] >= GOAL, a
     else:  # the slice shows the differences are exactly the listed ones; with that, the
