@@ -50,10 +50,13 @@ demo: venv
 test: venv
 	$(VPY) -m pytest
 
+# the grader-corpus half: the original (1 worker, 3 s) and the package's pool on the same
+# seeded subset of the corpus, in one run
+BENCH_CORPUS_N ?= 1000
 bench: venv
 	$(VPY) -m repro.benchmarks.objective
 	$(VPY) -m repro.benchmarks.grading
-	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.benchmarks.grading --corpus
+	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.benchmarks.grading --corpus --limit $(BENCH_CORPUS_N)
 
 # The grader-fidelity corpus (issue 10): regenerate the pairs and the ORIGINAL grader's verdicts
 # (needs its checkout and venv: see repro/grading/differential.py), then the agreement table.

@@ -86,8 +86,9 @@ def test_intended_differences_are_documented():
 
 # The rows whose package verdicts were compared in full so far (2026-12-02: 0-4199; see the note
 # in intended_differences.json). CI grades every 10th of them plus every listed difference, so
-# both a new difference and a fixed one still fail; GRADER_CORPUS_FULL=1 grades all 6,000 pairs
-# (about 20 min on 2 loaded cores: the speed part of the issue is not done yet).
+# both a new difference and a fixed one still fail; GRADER_CORPUS_FULL=1 grades all 6,000 pairs.
+# The per-item budget (GRADER_CORPUS_TIMEOUT, default 10) is CPU seconds (grade_many's default
+# clock), so a loaded machine makes the test slower, not its verdicts different.
 COMPARED_ROWS = 4200
 
 
@@ -112,8 +113,11 @@ def test_qwen_agrees_with_the_original(corpus):
     uids = {r["uid"] for r in rows}
     differ = set(a["differ"])
     expected = set(intended) & uids
+    # a pair listed as 'timeout' is slow in both graders: its verdict depends on the budget
+    either = {d["uid"] for d in json.loads(INTENDED.read_text())["differences"]
+              if d["category"] == "timeout"}
     assert differ - expected == set(), "new differences from the original"
-    assert expected - differ == set(), "listed differences that no longer occur"
+    assert expected - either - differ == set(), "listed differences that no longer occur"
     if rows is corpus:  # GRADER_CORPUS_FULL=1: the goal, measured on every pair
         assert a["rate"] >= GOAL, a
     else:  # the slice shows the differences are exactly the listed ones; with that, the

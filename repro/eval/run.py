@@ -10,7 +10,8 @@ Protocol (pinned defaults, recorded in ``OUT/config.json``, overridable by flags
   Average@32, plus unbiased pass@k;
 * max_tokens 16000 (SimpleRL-Zoo's evaluation script default; the paper does not state it);
 * graders ``qwen`` (primary, the paper's) and ``math-verify`` (second column), each answer graded
-  in a worker process with a per-item timeout (a timeout counts as wrong and is flagged).
+  in a worker process with a per-item budget of CPU time (a timeout counts as wrong and is
+  flagged).
 
 Outputs in ``OUT``: ``generations/<benchmark>.jsonl`` (the resumable cache), ``records.jsonl``
 (one line per item, sample and grader), ``scores.json``, ``scores.csv`` and ``comparison.md``
@@ -96,6 +97,7 @@ def evaluate(rows: dict[str, list[dict]], out: str | Path, *,
                                           for b, r in rows.items()},
         "template": cfg["template"], "stop": stop, "max_tokens": cfg["max_tokens"],
         "graders": graders, "primary_grader": graders[0], "grade_timeout_s": cfg["grade_timeout"],
+        "grade_timeout_clock": "cpu",
         "seed": cfg["seed"], "backend": cfg.get("backend"),
         "college_math_subset": cfg.get("college_math_subset"), "limit": cfg.get("limit"),
         "versions": library_versions(), "git_commit": git_commit(),
@@ -295,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--max-model-len", type=int, default=None)
-    ap.add_argument("--grade-timeout", type=float, default=DEFAULTS["grade_timeout"])
+    ap.add_argument("--grade-timeout", type=float, default=DEFAULTS["grade_timeout"],
+                    help="per-item budget of the graders' workers, in CPU seconds")
     ap.add_argument("--grade-workers", type=int, default=DEFAULTS["grade_workers"])
     ap.add_argument("--limit", type=int, default=None, help="first N items per benchmark (smoke)")
     ap.add_argument("--paper-size", default=None, choices=["1.5B", "3B", "7B"],

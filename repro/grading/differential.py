@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="agreement of the package's graders with the original")
     c.add_argument("--graders", default="qwen,math-verify")
     c.add_argument("--workers", type=int, default=2)
-    c.add_argument("--timeout", type=float, default=5.0)
+    c.add_argument("--timeout", type=float, default=5.0,
+                   help="per-item budget in CPU seconds (grade_many's default clock)")
     c.add_argument("--show-differ", action="store_true")
     args = ap.parse_args(argv)
     return cmd_record(args) if args.cmd == "record" else cmd_compare(args)

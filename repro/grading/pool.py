@@ -2,8 +2,15 @@
 
 A pathological answer (``10^{10^{10}}``, a 5,000-character expression) can make sympy run for
 minutes inside C code, where no signal reaches it. Each item therefore runs in a worker process;
-when an item passes its deadline the worker is killed and replaced, and the item counts as wrong
-and is flagged ``"timeout"``. A grader exception (graders should not raise) is flagged
+when an item passes its budget the worker is killed and replaced, and the item counts as wrong
+and is flagged ``"timeout"``.
+
+The budget is CPU time by default (``clock="cpu"``: the worker's user + system time on the item,
+read from ``/proc/<pid>/stat``), so a verdict does not depend on how loaded the machine is: on a
+shared machine a wall-clock limit fails items that merely waited for a core. A wall-clock cap
+(``wall_cap``, default ``max(60 s, 20 x timeout)``) still bounds a worker that makes no progress.
+``clock="wall"`` is the original's rule (a wall-clock deadline per item); it is also used where
+``/proc`` is missing. A grader exception (graders should not raise) is flagged
 ``"error"``; a worker that dies is flagged ``"crash"``. Nothing here can hang a run.
 """
 from __future__ import annotations
@@ -17,13 +24,30 @@ from typing import Sequence
 
 DEFAULT_TIMEOUT_S = 5.0
 _READY_TIMEOUT_S = 120.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_MIN_CHECK_S = 0.02  # the shortest wait between two looks at a busy worker's CPU time
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def default_wall_cap(timeout: float) -> float:
+    return max(60.0, 20.0 * timeout)
 
 
 @dataclass(frozen=True)
 class GradeResult:
     correct: bool
     flagged: str | None  # None, "timeout", "error" or "crash"
-    seconds: float
+    seconds: float  # wall seconds
 
 
 def resolve(grader: str, benchmark: str | None):
@@ -97,8 +121,35 @@ class _Slot:
             raise RuntimeError(f"grading worker for {grader!r} did not start within "
                                f"{_READY_TIMEOUT_S:.0f} s")
         self.item: int | None = None
-        self.deadline = 0.0
         self.started = 0.0
+        self.cpu0: float | None = None
+        self.next_check = 0.0  # when to look at this item's budget next
+        self.wall_deadline = 0.0
+
+    def begin(self, timeout: float, wall_cap: float, clock: str) -> None:
+        """Start the clocks of a new item (call just before sending it)."""
+        self.started = time.perf_counter()
+        self.cpu0 = process_cpu_seconds(self.proc.pid) if clock == "cpu" else None
+        self.wall_deadline = self.started + (wall_cap if self.cpu0 is not None else timeout)
+        self.next_check = min(self.started + timeout, self.wall_deadline)
+
+    def over_budget(self, timeout: float) -> bool:
+        """Has the current item used up its budget? Otherwise schedule the next look: CPU time
+        cannot grow faster than wall time (one thread), so the budget cannot run out earlier."""
+        now = time.perf_counter()
+        if now >= self.wall_deadline:
+            return True
+        if self.cpu0 is None:  # wall clock
+            return now >= self.next_check
+        cpu = process_cpu_seconds(self.proc.pid)
+        if cpu is None:  # the process is gone: its pipe will tell
+            self.next_check = now + _MIN_CHECK_S
+            return False
+        used = cpu - self.cpu0
+        if used >= timeout:
+            return True
+        self.next_check = min(now + max(_MIN_CHECK_S, timeout - used), self.wall_deadline)
+        return False
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -123,14 +174,24 @@ def _context(start_method: str | None = None):
 
 def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, workers: int = 2,
                timeout: float = DEFAULT_TIMEOUT_S, progress: bool = False,
-               desc: str | None = None, start_method: str | None = None) -> list[GradeResult]:
-    """Grade ``items`` = [(pred, gold, benchmark), ...] with the named grader, in order.
+               desc: str | None = None, start_method: str | None = None,
+               clock: str = "cpu", wall_cap: float | None = None) -> list[GradeResult]:
+    """Grade ``items`` = [(pred, gold, benchmark), ...] with the named grader; results in the
+    order of ``items``.
 
-    ``workers=0`` grades in this process with no timeout (only for trusted, small inputs).
+    ``timeout``: the per-item budget in seconds of ``clock`` ("cpu": the worker's CPU time, the
+    default; "wall": elapsed time); ``wall_cap``: the wall-clock limit per item in CPU mode.
+    Items that share a gold are handed to the same worker one after another, so the gold's
+    parse (cached in the worker) is reused; the order in which items are graded changes no
+    verdict. ``workers=0`` grades in this process with no timeout (only for trusted, small
+    inputs).
     """
     items = list(items)
     if timeout <= 0:
         raise ValueError("timeout must be > 0")
+    if clock not in ("cpu", "wall"):
+        raise ValueError("clock must be 'cpu' or 'wall'")
+    cap = default_wall_cap(timeout) if wall_cap is None else float(wall_cap)
     resolve(grader, None)  # fail fast on an unknown grader
     if workers <= 0 or not items:
         return [grade_one(grader, p, g, b) for p, g, b in items]
@@ -145,20 +206,43 @@ def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, wor
         warm_up(grader)
     results: list[GradeResult | None] = [None] * len(items)
     slots = [_Slot(ctx, grader) for _ in range(min(workers, len(items)))]
-    next_item = 0
+    # groups of items with the same (gold, benchmark), in order of first appearance; a free
+    # worker takes the next item of the group it last worked on, else the next untouched group
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, g, b) in enumerate(items):
+        groups.setdefault((g, b), []).append(i)
+    queues = [list(reversed(v)) for v in groups.values()]
+    queues.reverse()  # pop() from the end: first group first
+    current: dict[_Slot, list[int]] = {}
     done = 0
 
     def feed(slot: _Slot) -> None:
-        nonlocal next_item
-        if next_item >= len(items):
-            slot.item = None
-            return
-        i = next_item
-        next_item += 1
+        q = current.get(slot)
+        if not q:
+            q = None
+            while queues and q is None:
+                q = queues.pop() or None
+            if q is None:  # no untouched group left: share the longest one still in progress
+                q = max((v for v in current.values() if v), key=len, default=None)
+            if q is None:
+                slot.item = None
+                current.pop(slot, None)
+                return
+            current[slot] = q
+        i = q.pop()
         p, g, b = items[i]
-        slot.item, slot.started = i, time.perf_counter()
-        slot.deadline = slot.started + timeout
+        slot.item = i
+        slot.begin(timeout, cap, clock)
         slot.parent.send((i, p, g, b))
+
+    def _replace(old: _Slot) -> _Slot:
+        old.kill()
+        new = _Slot(ctx, grader)
+        q = current.pop(old, None)
+        if q:
+            current[new] = q  # the new worker carries on with the same gold
+        feed(new)
+        return new
 
     def finish(i: int, r: GradeResult) -> None:
         nonlocal done
@@ -172,8 +256,10 @@ def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, wor
             feed(s)
         while done < len(items):
             busy = [s for s in slots if s.item is not None]
+            if not busy:  # cannot happen: every remaining item is in a queue a worker takes
+                raise RuntimeError("grading pool lost track of its items")
             now = time.perf_counter()
-            wait_s = max(0.0, min(s.deadline for s in busy) - now)
+            wait_s = max(0.0, min(s.next_check for s in busy) - now)
             ready = wait([s.parent for s in busy], timeout=wait_s)
             for k, s in enumerate(slots):
                 if s.item is None:
@@ -183,17 +269,13 @@ def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, wor
                         i, ok, flag, sec = s.parent.recv()
                     except (EOFError, OSError):
                         finish(s.item, GradeResult(False, "crash", time.perf_counter() - s.started))
-                        s.kill()
-                        s = slots[k] = _Slot(ctx, grader)
-                        feed(s)
+                        slots[k] = _replace(s)
                         continue
                     finish(i, GradeResult(ok, flag, sec))
                     feed(s)
-                elif time.perf_counter() >= s.deadline:
+                elif time.perf_counter() >= s.next_check and s.over_budget(timeout):
                     finish(s.item, GradeResult(False, "timeout", time.perf_counter() - s.started))
-                    s.kill()
-                    s = slots[k] = _Slot(ctx, grader)
-                    feed(s)
+                    slots[k] = _replace(s)
     finally:
         for s in slots:
             try:
@@ -211,20 +293,25 @@ class GradingPool:
     """Long-lived workers for callers that grade one item at a time, from many threads at once
     (OpenRLHF's reward file, called through ``asyncio.to_thread`` once per sample).
 
-    Same guarantees as ``grade_many`` (each item in a worker process; past ``timeout`` the worker
-    is killed and replaced and the item is flagged ``"timeout"``), without paying a worker start
-    per call. ``grade`` blocks while all workers are busy; the deadline starts when the item
-    reaches a worker. An unknown grader raises ``ValueError`` here, at construction.
+    Same guarantees as ``grade_many`` (each item in a worker process; past ``timeout`` seconds of
+    ``clock`` the worker is killed and replaced and the item is flagged ``"timeout"``), without
+    paying a worker start per call. ``grade`` blocks while all workers are busy; the budget
+    starts when the item reaches a worker. An unknown grader raises ``ValueError`` here, at
+    construction.
     """
 
     def __init__(self, grader: str, *, workers: int = 2, timeout: float = DEFAULT_TIMEOUT_S,
-                 start_method: str | None = None):
+                 start_method: str | None = None, clock: str = "cpu",
+                 wall_cap: float | None = None):
         import queue
 
         if timeout <= 0 or workers < 1:
             raise ValueError("timeout must be > 0 and workers >= 1")
+        if clock not in ("cpu", "wall"):
+            raise ValueError("clock must be 'cpu' or 'wall'")
         resolve(grader, None)  # fail fast on an unknown grader
-        self.grader, self.timeout = grader, float(timeout)
+        self.grader, self.timeout, self.clock = grader, float(timeout), clock
+        self.wall_cap = default_wall_cap(self.timeout) if wall_cap is None else float(wall_cap)
         self._ctx = _context(start_method)
         if self._ctx.get_start_method() == "fork":
             warm_up(grader)
@@ -242,11 +329,15 @@ class GradingPool:
                 slot = _Slot(self._ctx, self.grader)
             t = time.perf_counter()
             try:
+                slot.begin(self.timeout, self.wall_cap, self.clock)
                 slot.parent.send((0, pred, gold, benchmark))
-                if slot.parent.poll(self.timeout):
-                    _, ok, flag, sec = slot.parent.recv()
-                    keep = slot
-                    return GradeResult(ok, flag, sec)
+                while True:
+                    if slot.parent.poll(max(0.0, slot.next_check - time.perf_counter())):
+                        _, ok, flag, sec = slot.parent.recv()
+                        keep = slot
+                        return GradeResult(ok, flag, sec)
+                    if slot.over_budget(self.timeout):
+                        break
                 flag = "timeout"
             except (EOFError, OSError):
                 flag = "crash"

@@ -296,7 +296,14 @@ _MBOX = re.compile(r"\\mbox{.*?}")
 
 def normalise(s: str, skip_unit: bool = False) -> str:
     """One pass of the original's ``strip_string`` behaviour (not idempotent, like the original)."""
-    s = str(s).strip().replace("\n", "").rstrip(".")
+    return _normalise(str(s), bool(skip_unit))
+
+
+@lru_cache(maxsize=1 << 15)
+def _normalise(s: str, skip_unit: bool) -> str:
+    # a pure function of its arguments, so cached: the gold of a problem is normalised once per
+    # process, not once per sample (and twice per sample by the multiple-choice fix)
+    s = s.strip().replace("\n", "").rstrip(".")
     s = s.replace("\\!", "")
     s = re.sub(r"\\begin\{array\}\{.*?\}", r"\\begin{pmatrix}", s)
     s = s.replace("\\end{array}", "\\end{pmatrix}").replace("bmatrix", "pmatrix")
@@ -591,11 +598,16 @@ def _parse_math(s: str):
     """A sympy object for ``s``, or ``s`` itself when nothing parses it: the original's parsers
     in its order (sympy's LaTeX parser, ``parse_expr``, latex2sympy; here latex2sympy2_extended
     stands in for the original's bundled latex2sympy), each tried on ``s`` with ``\\\\`` read as
-    ``\\`` first. Cached: the same gold is parsed once per worker, not once per sample."""
+    ``\\`` first. Cached: the same gold is parsed once per worker, not once per sample. Where
+    ``s`` holds no ``\\\\`` both tries are the same call of a deterministic parser, so the second
+    is skipped (it would raise the same error)."""
+    t = s.replace("\\\\", "\\")
     for f in (_parse_latex_sympy, _parse_expr, _parse_latex2sympy):
         try:
-            return f(s.replace("\\\\", "\\"))
+            return f(t)
         except Exception:
+            if t == s:
+                continue
             try:
                 return f(s)
             except Exception:
