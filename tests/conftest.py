@@ -1,23 +1,24 @@
-"""Shared fixtures.
+"""Shared fixtures and the one place the OpenRLHF stand-ins are set up.
 
+OpenRLHF 0.11.2 imports two GPU-only packages at module level, flash_attn and vllm, which
+cannot be installed here. ``pytest_configure`` (before any test module is collected, so the
+test modules import OpenRLHF at their top) puts ``tests/openrlhf_stubs`` on ``sys.path`` for
+whichever of them is really absent (``openrlhf_cpu.use_stubs``).
+
+Fixtures:
+``openrlhf_stub_env``: the environment a subprocess needs for the same stand-ins.
 ``tiny_run``: trains a small real run with the reference trainer (``analysis_fixtures.tiny_run``).
-``openrlhf_stubs``: makes OpenRLHF 0.11.2 importable on this CPU-only machine (``openrlhf_cpu``:
-the GPU-only packages flash_attn and vllm it imports at module level come from
-``tests/openrlhf_stubs`` where absent) and returns the environment a subprocess needs for the
-same. The OpenRLHF test modules use it as ``pytestmark = pytest.mark.usefixtures(...)`` plus a
-module-level ``pytest.importorskip``-free import after ``openrlhf_cpu.use_stubs()``; see there.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules next to the tests
+import analysis_fixtures  # the helper modules next to the tests (pytest puts tests/ on sys.path)
+import openrlhf_cpu
 
-import analysis_fixtures  # noqa: E402
-import openrlhf_cpu  # noqa: E402
+
+def pytest_configure(config):
+    openrlhf_cpu.use_stubs()
 
 
 @pytest.fixture
@@ -27,8 +28,6 @@ def tiny_run():
 
 
 @pytest.fixture(scope="session")
-def openrlhf_stubs() -> dict:
-    """OpenRLHF importable (stand-ins for flash_attn / vllm only where absent); returns the
-    environment for subprocesses that need the same."""
-    openrlhf_cpu.use_stubs()
+def openrlhf_stub_env() -> dict:
+    """Environment for a subprocess that needs the stand-ins (and the package on its path)."""
     return openrlhf_cpu.stub_env()

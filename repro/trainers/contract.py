@@ -19,13 +19,22 @@ back-propagates with its own machinery; for the paper's part it uses exactly the
                       lengths, truncation, len-advantage covariance of a rollout batch
 ``metrics_record``    the ONE builder of a ``repro.runs`` metrics line
 
-A trainer, in five lines::
+A trainer, in five lines (``repro.trainers.reference`` is the full version)::
 
     ws = WeightingState(cfg.weighting)                        # λ from cfg.weighting.lambda_
     info = GroupInfo.from_groups(lengths)                    # lengths [groups, G] of the rollout
     out = ws.loss(logp, old_logp, adv, mask, info, denominator=d, scope="group")
-    out.loss.backward(); policy_opt.step(); lam_grad = ws.step()
-    run.log(metrics_record(step=ws.optimizer_steps, rollout=k, state=ws, f=ws.pop_fstats(), ...))
+    out.loss.backward(); policy_opt.step(); lam_grad = ws.step()   # once per optimizer step
+    run.log(metrics_record(step=ws.optimizer_steps, rollout=k, method=ws.method, lam=ws.value,
+                           lam_grad=lam_grad, f=ws.pop_fstats(), stats=rollout_stats(...),
+                           time_s=t, clip_ratio=out.clip_fraction, ...))
+
+A new engine is one small seam package over this (``repro/trainers/openrlhf/`` is the
+example): it finds each sample's group (``GroupInfo``), either computes its loss with
+``WeightingState.loss`` or multiplies its stock loss's advantages by ``WeightingState.weights``
+(exact for f > 0, see ``openrlhf.weighting``), calls ``WeightingState.step`` at its
+gradient-accumulation boundary, saves ``state_dict()`` in its checkpoints and writes
+``metrics_record`` lines through ``repro.runs``. Its config nests the same ``weighting:`` block.
 
 Conventions fixed here (both engines used to differ): f_std is the *sample* std (ddof 1, like
 ``torch.std`` and the σ of Eq. 12; 0 for a single sample); accuracy is ``reward == CORRECT``.
@@ -152,16 +161,7 @@ class GroupInfo:
         """Rows in any order, with ``positions [N]`` = each row's place in rollout order, where
         the G samples of a prompt are consecutive; checked to be a permutation of 0..N-1."""
         G = int(group_size)
-        if G < 2:
-            raise ValueError(f"group size must be >= 2, got {G}")
-        pos = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
-        n = pos.numel()
-        if n == 0:
-            raise ValueError("no samples")
-        if n % G:
-            raise ValueError(f"{n} samples do not form whole groups of {G}")
-        if not torch.equal(torch.sort(pos).values, torch.arange(n)):
-            raise ValueError("positions are not a permutation of 0..N-1: cannot rebuild groups")
+        pos = check_positions(positions, G)
         groups = rows_as_groups(torch.as_tensor(row_lengths).to(torch.float32).reshape(-1), pos, G)
         return cls(groups[pos // G], pos % G, pos // G)
 
@@ -169,6 +169,23 @@ class GroupInfo:
         parts = zip(self.group_lengths.split(sizes), self.index.split(sizes),
                     self.group_id.split(sizes) if self.group_id is not None else [None] * len(sizes))
         return [GroupInfo(g.clone(), i.clone(), None if d is None else d.clone()) for g, i, d in parts]
+
+
+def check_positions(positions, group_size: int) -> torch.Tensor:
+    """``positions`` as a long tensor ``[N]``, checked to be a permutation of 0..N-1 with N a
+    multiple of the group size G >= 2 (whole groups)."""
+    G = int(group_size)
+    if G < 2:
+        raise ValueError(f"group size (n_samples_per_prompt) must be >= 2, got {G}")
+    pos = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
+    n = pos.numel()
+    if n == 0:
+        raise ValueError("no samples")
+    if n % G:
+        raise ValueError(f"{n} samples do not form whole groups of {G}")
+    if not torch.equal(torch.sort(pos).values, torch.arange(n)):
+        raise ValueError("experience indices are not a permutation of 0..N-1: cannot rebuild groups")
+    return pos
 
 
 def rows_as_groups(values: torch.Tensor, positions: torch.Tensor, group_size: int) -> torch.Tensor:

@@ -18,8 +18,10 @@ One step of the loop (every piece of math comes from ``repro.objective``; nothin
 4. ``ppo_epochs`` optimizer steps on that rollout, each minimising ``policy_loss`` with
    ``scope='group'`` (Eq. 7 exactly: every group divided by its own Σ|o_i|, groups averaged via
    ``step_denominator``), the method's token preference f, clip ε, optional k3 KL to the
-   starting policy and entropy bonus; then ``LearnableLambda.step()`` (λ-GRPO only), once per
-   optimizer step, SGD lr 0.1 as in the paper;
+   starting policy and entropy bonus; then ``WeightingState.step()`` once per optimizer step
+   (steps λ's own SGD, lr 0.1 as in the paper, for a learnable method). The method, λ, the
+   group info and the metrics line come from the trainer contract (``repro.trainers.contract``),
+   which the OpenRLHF seams use too;
 5. one metrics line per optimizer step through ``repro.runs.Run.log`` (the shared schema);
    a checkpoint every ``checkpoint_every`` steps and at the end; a greedy evaluation on held-out
    problems at the end (``eval/scores.json``) and, optionally (``eval_every`` > 0), at step 0
