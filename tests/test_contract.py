@@ -112,3 +112,49 @@ def test_rollout_stats_and_metrics_record():
     with pytest.raises(ValueError, match="f_mean"):
         metrics_record(step=1, rollout=1, method="x", lam=0.0, lam_grad=None, f={}, stats=st,
                        time_s=0.0, clip_ratio=0.0)
+
+
+def _two_rank_worker(rank: int, init: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    g = torch.Generator().manual_seed(rank)
+    st = FStats()
+    for part in (torch.rand(3 + 4 * rank, generator=g, dtype=torch.float64),
+                 torch.rand(2, generator=g, dtype=torch.float64) + rank):
+        st.add(part)
+    ws = WeightingState(WeightingConfig.from_dict({"method": "lambda", "lambda": {"init": 0.2, "lr": 0.5}}),
+                        dtype=torch.float64)
+    ws.lam.param.grad = torch.tensor(1.0 + 2.0 * rank, dtype=torch.float64)  # ranks see different data
+    grad = ws.step()
+    with open(out, "w") as fh:
+        json.dump({"f": st.reduced(), "grad": grad, "lambda": ws.value}, fh)
+    dist.destroy_process_group()
+
+
+def test_fstats_and_lambda_over_two_gloo_ranks(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path / 'store'}"
+    mp.spawn(_run_rank, args=(init, str(tmp_path)), nprocs=2, join=True)
+    res = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
+    values = []
+    for rank in range(2):
+        g = torch.Generator().manual_seed(rank)
+        values += torch.rand(3 + 4 * rank, generator=g, dtype=torch.float64).tolist()
+        values += (torch.rand(2, generator=g, dtype=torch.float64) + rank).tolist()
+    want = {"f_mean": statistics.fmean(values), "f_std": statistics.stdev(values),
+            "f_min": min(values), "f_max": max(values)}
+    for r in res:
+        for k, v in want.items():
+            assert r["f"][k] == pytest.approx(v, rel=1e-12), k
+        assert r["grad"] == 2.0 and r["lambda"] == pytest.approx(0.2 - 0.5 * 2.0)  # mean of 1 and 3
+
+
+def _run_rank(rank: int, init: str, folder: str) -> None:
+    _two_rank_worker(rank, init, f"{folder}/r{rank}.json")

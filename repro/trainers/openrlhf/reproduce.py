@@ -47,6 +47,11 @@ def config_files(size: str, method: str) -> list[Path]:
     return layers.paper_layers(size, method)
 
 
+def _shown(files: list[Path]) -> str:
+    """The config files as a reader finds them in the repository."""
+    return " + ".join(str(p.relative_to(layers.CONFIG_DIR.parents[1])) for p in files)
+
+
 # OpenRLHF flags that follow from other settings, filled in here so that each is written once
 DERIVED_FLAGS = ("actor.model_name_or_path", "train.seed", "actor.num_gpus_per_node",
                  "ref.num_gpus_per_node", "vllm.num_engines")
@@ -57,7 +62,7 @@ def load_config(size: str, method: str) -> dict:
     OpenRLHF flags and ``lgrpo`` (the ``--lgrpo.*`` settings) filled in."""
     files = config_files(size, method)
     cfg = layers.compose(files)
-    where = " + ".join(str(p.relative_to(REPO)) for p in files)
+    where = _shown(files)
     for key in ("model", "seed", "machine", "weighting", "scope", "openrlhf", "data", "reward", "eval"):
         if key not in cfg:
             raise ValueError(f"{where}: missing key {key!r}")
@@ -215,7 +220,7 @@ def dry_run(size: str, methods: list[str], runs: Path, data_src: Path) -> int:
     print(f"# DRY RUN: make reproduce-{size} METHOD={','.join(methods)} (nothing is started)")
     for m in methods:
         cfg = resolve(load_config(size, m), runs, data_src)
-        print(f"\n## {cfg['name']}  ({' + '.join(str(p.relative_to(REPO)) for p in config_files(size, m))})")
+        print(f"\n## {cfg['name']}  ({_shown(config_files(size, m))})")
         problems = machine_problems(cfg)
         print("### machine check: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
         for p in problems:
