@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openrlhf_cpu import use_stubs  # noqa: E402
 
-use_stubs()
 
 from repro.trainers.openrlhf.checkpoints import rotate_hf_checkpoints  # noqa: E402
 

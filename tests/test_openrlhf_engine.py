@@ -38,8 +38,6 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openrlhf_cpu import stub_env  # noqa: E402
 
 import openrlhf_engine_worker as W  # noqa: E402
 from repro.trainers.openrlhf.local_actor import expected_lambda_trajectory  # noqa: E402
@@ -54,9 +52,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run_workers(workdir: Path) -> dict:
+def _run_workers(workdir: Path, stub_env: dict) -> dict:
     port = _free_port()
-    env = stub_env()
+    env = dict(stub_env)
     env["DS_ACCELERATOR"] = "cpu"
     env["OMP_NUM_THREADS"] = "1"
     procs = [subprocess.Popen([sys.executable, str(HERE / "openrlhf_engine_worker.py"), str(rank), "2", str(port),
@@ -70,12 +68,12 @@ def _run_workers(workdir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def engine_runs(tmp_path_factory):
+def engine_runs(tmp_path_factory, openrlhf_stub_env):
     from repro.trainers.openrlhf.local_actor import save_tiny_qwen2
 
     work = tmp_path_factory.mktemp("engine")
     save_tiny_qwen2(work / "tiny-qwen2")
-    res = _run_workers(work)
+    res = _run_workers(work, openrlhf_stub_env)
     train, resume = res["train"], res["resume"]
     recs = {(ph, r): torch.load(work / f"{ph}.rank{r}.records.pt", weights_only=False)
             for ph in ("train", "resume") for r in range(2)}

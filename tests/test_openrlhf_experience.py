@@ -27,10 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openrlhf_cpu import use_stubs  # noqa: E402
 
-use_stubs()
 
 import openrlhf_engine_worker as W  # noqa: E402
 from repro.trainers.openrlhf.local_actor import chunk_bounds  # noqa: E402

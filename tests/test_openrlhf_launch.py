@@ -13,10 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openrlhf_cpu import use_stubs  # noqa: E402
 
-use_stubs()
 
 from repro import runs  # noqa: E402
 from repro.trainers.openrlhf import reproduce  # noqa: E402
@@ -257,16 +254,30 @@ def test_dry_run_every_target(size, tmp_path):
         assert s.method == method and math.isclose(s.r, 1 / 9) and s.lr == 0.1 and s.init == 0.0
 
 
-def test_configs_differ_only_where_the_method_does():
+def test_each_resolved_paper_config_computes_the_method_its_name_says():
+    """base + sizes/<size> + methods/<method>: the flags the launcher gets train that model with
+    that method's weights (checked on one group against the formulas written out here)."""
+    lens = torch.tensor([[3.0, 5.0, 8.0, 12.0]], dtype=torch.float64)
+    mu = float(lens.mean())
+    z = (lens - mu) / lens.std()
+    expect = {"grpo": mu / lens, "dapo": torch.ones_like(lens), "dr_grpo": torch.full_like(lens, mu),
+              "lambda": 4 * torch.softmax((1 + z / 9) ** 0.7, dim=-1)}
+    assert reproduce.SIZES == ("1.5b", "3b", "7b") and set(reproduce.ALL_METHODS) == set(expect)
     for size in reproduce.SIZES:
-        base = reproduce.load_config(size, "dapo")
-        for m in ("grpo", "lambda", "dr_grpo"):
-            c = reproduce.load_config(size, m)
-            diff = {k for k in set(base["openrlhf"]) | set(c["openrlhf"]) if base["openrlhf"].get(k) != c["openrlhf"].get(k)}
-            assert diff <= {"algo.advantage.estimator"}, (size, m, diff)
-            assert (c["openrlhf"]["algo.advantage.estimator"] == "dr_grpo") == (m == "dr_grpo")
-            assert {k: v for k, v in c["lgrpo"].items() if k != "method"} == \
-                {k: v for k, v in base["lgrpo"].items() if k != "method"}
+        for method in reproduce.ALL_METHODS:
+            cfg = reproduce.load_config(size, method)
+            assert (cfg["name"], cfg["size"], cfg["method"]) == (f"qwen2.5-{size}-{method}", size, method)
+            cmd = reproduce.commands(reproduce.resolve(cfg, Path("/r"), Path("/d")), Path("/d"))["train"]
+            s, stock = split_argv(cmd[cmd.index("repro.trainers.openrlhf.launch") + 1:])
+            assert s.method == method and s.scope == "group" and s.learnable == (method == "lambda")
+            f = s.weighting.weighting.weights(lens, lam=0.7)
+            assert torch.allclose(f, expect[method], rtol=1e-12), (size, method)
+            args, _ = parse_train_ppo_ray(stock)
+            assert args.algo.advantage.estimator == ("dr_grpo" if method == "dr_grpo" else "group_norm")
+            assert args.actor.model_name_or_path == cfg["model"] == f"Qwen/Qwen2.5-{size.upper()}"
+            gpus = cfg["machine"]["gpus"]
+            assert args.actor.num_gpus_per_node == args.ref.num_gpus_per_node == args.vllm.num_engines == gpus
+            assert args.train.seed == cfg["seed"] == 42
 
 
 @pytest.mark.parametrize("target", ["reproduce-1.5b", "reproduce-3b", "reproduce-7b"])

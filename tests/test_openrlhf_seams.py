@@ -16,10 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openrlhf_cpu import stub_env, use_stubs  # noqa: E402
 
-use_stubs()
 
 from openrlhf.models.loss import PolicyLoss  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience import (  # noqa: E402
@@ -249,13 +246,13 @@ def test_experience_extension_refuses_partial_groups():
 # ----------------------------------------------------------------------------------------------
 # 3. λ's optimizer and DP reduction through the trainer's training_step (2 gloo processes)
 # ----------------------------------------------------------------------------------------------
-def test_lambda_step_and_dp_reduction_two_gloo_ranks(tmp_path):
+def test_lambda_step_and_dp_reduction_two_gloo_ranks(tmp_path, openrlhf_stub_env):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = stub_env()
+    env = dict(openrlhf_stub_env)
     procs = [subprocess.Popen([sys.executable, str(HERE / "openrlhf_gloo_worker.py"), str(rank), "2", str(port),
                                str(tmp_path / f"rank{rank}.json")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -265,7 +262,6 @@ def test_lambda_step_and_dp_reduction_two_gloo_ranks(tmp_path):
         assert p.returncode == 0, out[-3000:]
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     # expected, computed here from the whole step of both ranks with repro.objective
-    sys.path.insert(0, str(HERE))
     import openrlhf_gloo_worker as w
 
     expect = w.expected_lambda_trajectory()

@@ -22,6 +22,7 @@ term; KL keeps OpenRLHF's window token mean in every scope, see paper_artifacts/
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
@@ -32,10 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openrlhf_cpu import use_stubs  # noqa: E402
 
-use_stubs()
 
 import torch.distributed as dist  # noqa: E402
 from openrlhf.models.loss import PolicyLoss  # noqa: E402
@@ -173,10 +171,10 @@ def config_args(size, method, scope=None):
     cfg = reproduce.load_config(size, method)
     args, _ = parse_train_ppo_ray(reproduce.flags_from(cfg["openrlhf"]))
     args.algo.kl.use_loss = False  # the policy term only (see the module docstring)
-    lg = dict(cfg["lgrpo"])
+    settings = reproduce.settings_of(cfg)
     if scope is not None:
-        lg["scope"] = scope
-    return cfg, args, LambdaSettings(**lg)
+        settings = dataclasses.replace(settings, scope=scope)
+    return cfg, args, settings
 
 
 def synthetic_rollout(n_prompts, G, seed):

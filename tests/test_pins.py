@@ -59,7 +59,7 @@ def direct_gpu_pins() -> dict[str, str]:
 
 
 def gpu_pins() -> dict[str, str]:
-    """The lock, parsed here independently of repro.trainers.openrlhf.reproduce.lock_pins."""
+    """The lock, parsed here independently of repro.trainers.openrlhf.environment.lock_pins."""
     return _pin_map(_lines(LOCK))
 
 
@@ -131,14 +131,14 @@ def test_environment_yml_installs_from_the_lock():
 
 
 def test_machine_check_reads_the_lock():
-    from repro.trainers.openrlhf.reproduce import environment_python, lock_pins
+    from repro.trainers.openrlhf.environment import environment_python, lock_pins
 
     assert lock_pins() == gpu_pins()
     assert environment_python() == "3.11"
 
 
 def test_machine_check_lists_what_differs():
-    from repro.trainers.openrlhf.reproduce import MAX_LISTED, package_problems
+    from repro.trainers.openrlhf.environment import MAX_LISTED, package_problems
 
     installed = {"torch": "2.13.0+cu130", "numpy": "2.4.6"}
 

@@ -69,7 +69,7 @@ def main(argv=None):
         logp.grad = None
         lam.param.grad = None
         out = O.policy_loss(logp, b["old"], b["adv"], b["mask"], b["gl"], b["idx"],
-                            method="lambda", lam=lam.param, r=1 / 9, denominator=denom)
+                            method="lambda", lam=lam.param, r=O.PAPER_R, denominator=denom)
         out.loss.backward()
 
     for _ in range(3):  # warm-up

@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 
 from repro import objective as obj
+from repro.objective import PAPER_R
 from repro.trainers.openrlhf.weighting import WeightedPolicyLoss
 
 
@@ -104,7 +105,7 @@ def run(device: str = "cuda", dtype: str = "bf16", P: int = 4, G: int = 8, micro
         old = response_logprobs(model, seqs.to(device), prompt_len)
         old = old + 0.05 * torch.randn(old.shape, generator=g).to(device)  # a little off-policy
     lam = obj.LearnableLambda(init=lam0, device=device)
-    fn = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=1 / 9)
+    fn = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=PAPER_R)
     gas = math.ceil(N / micro)
     T_step = float(mask.sum())
     info = dict(dp_size=1, batch_num_tokens=torch.tensor(T_step / gas, device=device),
@@ -124,7 +125,7 @@ def run(device: str = "cuda", dtype: str = "bf16", P: int = 4, G: int = 8, micro
 
     lt = torch.tensor(lam0, dtype=torch.float64, requires_grad=True)
     ref = obj.policy_loss(logp_all.double(), old.cpu().double(), adv, mask, group_len, pos, method="lambda",
-                          denominator=T_step, scope="batch", lam=lt, r=1 / 9).loss
+                          denominator=T_step, scope="batch", lam=lt, r=PAPER_R).loss
     (grad_ref,) = torch.autograd.grad(ref, lt)
     lam_before = lam.value
     lam.step()
@@ -156,7 +157,7 @@ def _version(name):
 # 2. the real DeepSpeed engine and the trainer's training steps on the device
 # ----------------------------------------------------------------------------------------------
 ENGINE = dict(P=2, G=4, rollouts=2, micro_rollout=4, micro_train=2, train_batch=8, epochs=1, max_len=64)
-ENGINE_LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="group")  # the paper configs' scope
+ENGINE_LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=PAPER_R, scope="group")  # the paper configs' scope
 
 
 def engine_check(workdir: Path, port: int = 29731) -> dict:
@@ -263,7 +264,7 @@ def loss_timing(device: str, iters: int = 200, warmup: int = 20) -> dict:
     logp, old, adv, mask, gl, pos, info = _loss_inputs(B, T, 8, device)
     stock = PolicyLoss()
     lam = obj.LearnableLambda(init=0.5, device=device)
-    wrapped = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=1 / 9)
+    wrapped = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=PAPER_R)
 
     def stock_step():
         logp.grad = None
@@ -317,7 +318,7 @@ def memory_1p5b(device: str, gpus: int = PAPER_MICRO["gpus"]) -> dict:
     gl[:, 1:] += torch.arange(1, 8).float()
     pos = torch.zeros(B, dtype=torch.long)
     lam = obj.LearnableLambda(init=0.5, device=device)
-    fn = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=1 / 9)
+    fn = WeightedPolicyLoss(PolicyLoss(), method="lambda", lam=lam, r=PAPER_R)
 
     def step():
         logp, out = actor(seqs, amask, attention_mask=attn, return_output=True, return_entropy=True)

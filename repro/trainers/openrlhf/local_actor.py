@@ -28,9 +28,6 @@ import sys
 import types
 from pathlib import Path
 
-STANDIN_DIR = Path(__file__).resolve().parents[3] / "tests" / "openrlhf_stubs"
-
-
 # ----------------------------------------------------------------------------------------------
 # import stand-ins
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +112,9 @@ class _StandInFinder:
         return None
 
     def create_module(self, spec):
-        return _StandInModule(spec.name)
+        m = _StandInModule(spec.name)
+        m.__version__ = "0.0.0+stand-in"  # OpenRLHF reads vllm.__version__ at import time
+        return m
 
     def exec_module(self, module):
         module.__path__ = []
@@ -129,11 +128,12 @@ GENERIC_STAND_INS = ("datasets", "aiohttp", "PIL")
 
 def import_stand_ins() -> list[str]:
     """Make ``ray``, ``vllm``, ``flash_attn`` and ``GENERIC_STAND_INS`` importable where they are
-    not installed. vllm and flash_attn come from ``tests/openrlhf_stubs`` (the CPU tests'
-    stand-ins); ray from ``_ray_stand_in``; the rest are ``_StandInModule``s. Returns the names
-    that were stood in."""
+    not installed: ray from ``_ray_stand_in``, the others as ``_StandInModule``s (the package
+    does not read the test tree; the CPU tests put their own stubs on the path first, and a
+    package found on the path is never stood in). Returns the names that were stood in."""
     used = []
-    generic = [n for n in GENERIC_STAND_INS if n not in sys.modules and importlib.util.find_spec(n) is None]
+    generic = [n for n in (*GENERIC_STAND_INS, "flash_attn", "vllm")
+               if n not in sys.modules and importlib.util.find_spec(n) is None]
     if generic:
         sys.meta_path.append(_StandInFinder(generic))
         used += generic
@@ -143,11 +143,6 @@ def import_stand_ins() -> list[str]:
                             "ray.util.scheduling_strategies": ray.util.scheduling_strategies,
                             "ray._private": ray._private})
         used.append("ray")
-    for name in ("flash_attn", "vllm"):
-        if name not in sys.modules and importlib.util.find_spec(name) is None:
-            used.append(name)
-            if str(STANDIN_DIR) not in sys.path:
-                sys.path.append(str(STANDIN_DIR))
     return used
 
 

@@ -3,7 +3,10 @@
 OpenRLHF's ``global_step`` counts rollout batches; the schema's ``step`` counts optimizer steps.
 Each line is written after a rollout step, with ``step`` = optimizer steps taken so far (counted
 by the λ trainer at DeepSpeed's accumulation boundaries) and ``rollout`` = OpenRLHF's global step.
-Pure Python: the controller calls ``record_from_status`` on the status dict of ``train_step``.
+Pure Python: the controller calls ``record_from_status`` on the status dict of ``train_step``,
+which maps OpenRLHF's status keys onto the trainer contract's one record builder
+(``repro.trainers.contract.metrics_record``); ``rollout_stats`` is the contract's, on the
+rollout batch's Experiences.
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import math
 
 import torch
 
-from repro.objective import within_group_cov
+from repro.trainers.contract import metrics_record
+from repro.trainers.contract import rollout_stats as contract_rollout_stats
 from repro.trainers.openrlhf.weighting import as_groups, response_lengths, rollout_positions
 
 # status key (as produced by the stock trainer + our extensions) -> schema field
@@ -47,12 +51,7 @@ def _num(v):
 def record_from_status(status: dict, *, rollout: int, method: str, time_s: float) -> dict:
     """Build a schema line from the status dict of one rollout step. Missing required values
     raise (``KeyError``) rather than being filled in."""
-    rec: dict = {
-        "step": int(status["lgrpo/optimizer_steps"]),
-        "rollout": int(rollout),
-        "method": method,
-        "time_s": float(time_s),
-    }
+    rec: dict = {}
     for src, dst in _DIRECT.items():
         if src not in status:
             raise KeyError(f"status lacks {src!r} (needed for metrics field {dst!r})")
@@ -65,30 +64,32 @@ def record_from_status(status: dict, *, rollout: int, method: str, time_s: float
     clip = status.get("ppo_clip_ratio")
     if clip is None:
         raise KeyError("status lacks 'ppo_clip_ratio'")
-    rec["clip_ratio"] = _num(clip)
     # extras: every other finite scalar, namespaced, so nothing OpenRLHF reported is lost
+    extras = {}
     for k, v in status.items():
         if k in _DIRECT or k in _NULLABLE or k in ("generated_samples", "ppo_clip_ratio"):
             continue
         x = _num(v)
         if x is not None:
-            rec.setdefault(k if k.startswith("lgrpo/") else "openrlhf/" + k, x)
-    return rec
+            extras.setdefault(k if k.startswith("lgrpo/") else "openrlhf/" + k, x)
+    return metrics_record(
+        step=int(status["lgrpo/optimizer_steps"]), rollout=int(rollout), method=method,
+        lam=rec["lambda"], lam_grad=rec["lambda_grad"], f=rec, stats=rec, time_s=time_s,
+        entropy=rec["entropy"], kl=rec["kl"], clip_ratio=_num(clip), grad_norm=rec["grad_norm"],
+        extras=extras)
 
 
 def rollout_stats(experiences, group_size: int) -> dict:
-    """Statistics of a whole rollout batch that the stock trainer does not report: accuracy
-    (share of +1 rewards), longest response, and the mean over groups of the within-group
-    covariance of response length and advantage (the sign of λ's first-order gradient)."""
+    """Statistics of a whole rollout batch that the stock trainer does not report
+    (``repro.trainers.contract.rollout_stats``): accuracy (share of rewards ``== CORRECT``),
+    longest response, and the mean over groups of the within-group covariance of response
+    length and advantage (the sign of λ's first-order gradient)."""
     rewards = torch.cat([e.info["reward"].reshape(-1).float() for e in experiences])
     lengths = response_lengths(experiences)
     # per-sample advantage: sequence-level for the group estimators (constant over tokens)
     adv = torch.cat([(e.advantages * e.action_mask).sum(-1).float()
                      / e.action_mask.sum(-1).clamp_min(1).float() for e in experiences]).cpu()
     idx = rollout_positions(experiences, group_size)
-    cov = within_group_cov(as_groups(lengths, idx, group_size), as_groups(adv, idx, group_size))
-    return {
-        "lgrpo/accuracy": float((rewards == 1.0).float().mean()),
-        "lgrpo/response_length_max": float(lengths.max()),
-        "lgrpo/len_adv_cov": float(cov.mean()),
-    }
+    st = contract_rollout_stats(as_groups(rewards, idx, group_size), as_groups(lengths, idx, group_size),
+                                as_groups(adv, idx, group_size))
+    return {f"lgrpo/{k}": st[k] for k in ("accuracy", "response_length_max", "len_adv_cov")}

@@ -8,50 +8,78 @@ parent and ``paper_artifacts/``.
 ``--dry-run`` needs no GPU: it prints the machine check (without failing), the resolved config
 and the exact commands, and checks the training command with the installed OpenRLHF parser
 (``cli_check``) when openrlhf is installed.
+
+This module is the orchestration (configs -> commands -> steps in order); the machine check is
+``environment``, the prompt preparation ``prompts``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from repro import config as layers
+from repro.objective import METHODS
+from repro.trainers.openrlhf.environment import machine_problems  # noqa: F401  (reproduce.machine_problems)
+from repro.trainers.openrlhf.prompts import PROMPTS_FILE, prepare_prompts, prompt_manifest_path
 from repro.trainers.openrlhf.settings import LambdaSettings, to_flags
 
 REPO = Path(__file__).resolve().parents[3]
-CONFIGS = REPO / "repro" / "configs"
-SIZES = ("1.5b", "3b", "7b")
+SIZES = tuple(layers.paper_sizes())  # repro/configs/paper/sizes/
+ALL_METHODS = tuple(m for m in METHODS if m in layers.paper_methods())  # with a paper config
 TABLE1_METHODS = ("grpo", "dapo", "lambda")  # the paper's Table 1; dr_grpo is an extra
-ALL_METHODS = ("grpo", "dapo", "lambda", "dr_grpo")
-# the prompt file depends on the cut: a multiple of rollout.batch_size, the dropped rows drawn with the seed
-PROMPTS_FILE = "data/openrlhf/simplelr_qwen_level3to5.{template}.b{batch}.seed{seed}.jsonl"
 
 
 # ----------------------------------------------------------------------------------------------
 # configs and commands
 # ----------------------------------------------------------------------------------------------
-def config_path(size: str, method: str) -> Path:
-    return CONFIGS / f"qwen2.5-{size}-{method}.yaml"
+def config_files(size: str, method: str) -> list[Path]:
+    """``repro/configs/paper/base.yaml``, ``sizes/<size>.yaml``, ``methods/<method>.yaml``."""
+    if size not in SIZES or method not in ALL_METHODS:
+        raise FileNotFoundError(f"no paper config for size {size!r}, method {method!r} "
+                                f"(sizes {SIZES}, methods {ALL_METHODS})")
+    return layers.paper_layers(size, method)
+
+
+def _shown(files: list[Path]) -> str:
+    """The config files as a reader finds them in the repository."""
+    return " + ".join(str(p.relative_to(layers.CONFIG_DIR.parents[1])) for p in files)
+
+
+# OpenRLHF flags that follow from other settings, filled in here so that each is written once
+DERIVED_FLAGS = ("actor.model_name_or_path", "train.seed", "actor.num_gpus_per_node",
+                 "ref.num_gpus_per_node", "vllm.num_engines")
 
 
 def load_config(size: str, method: str) -> dict:
-    p = config_path(size, method)
-    if not p.exists():
-        raise FileNotFoundError(f"no config {p} (sizes {SIZES}, methods {ALL_METHODS})")
-    cfg = yaml.safe_load(p.read_text())
-    for key in ("name", "size", "method", "model", "seed", "machine", "lgrpo", "openrlhf", "data", "reward"):
+    """The composed config of (size, method), with ``name``, ``size``, ``method``, the derived
+    OpenRLHF flags and ``lgrpo`` (the ``--lgrpo.*`` settings) filled in."""
+    files = config_files(size, method)
+    cfg = layers.compose(files)
+    where = _shown(files)
+    for key in ("model", "seed", "machine", "weighting", "scope", "openrlhf", "data", "reward", "eval"):
         if key not in cfg:
-            raise ValueError(f"{p}: missing key {key!r}")
-    if cfg["size"] != size or cfg["method"] != method or cfg["lgrpo"]["method"] != method:
-        raise ValueError(f"{p}: size/method inside the file disagree with its name")
-    return cfg
+            raise ValueError(f"{where}: missing key {key!r}")
+    if cfg["weighting"].get("method") != method:
+        raise ValueError(f"{where}: weighting.method is {cfg['weighting'].get('method')!r}, not {method!r}")
+    o = cfg["openrlhf"]
+    twice = [k for k in DERIVED_FLAGS if k in o]
+    if twice:
+        raise ValueError(f"{where}: {twice} are derived from model / seed / machine.gpus; do not set them")
+    gpus, tp = int(cfg["machine"]["gpus"]), int(o["vllm.tensor_parallel_size"])
+    if gpus % tp:
+        raise ValueError(f"{where}: machine.gpus {gpus} is not a multiple of vllm.tensor_parallel_size {tp}")
+    o.update({"actor.model_name_or_path": cfg["model"], "train.seed": cfg["seed"],
+              "actor.num_gpus_per_node": gpus, "ref.num_gpus_per_node": gpus, "vllm.num_engines": gpus // tp})
+    out = {"name": f"qwen2.5-{size}-{method}", "size": size, "method": method, **cfg}
+    out["lgrpo"] = json.loads(settings_of(out).to_json())  # the --lgrpo.* flags, as the run records them
+    return out
 
 
 def methods_of(arg: str) -> list[str]:
@@ -103,7 +131,7 @@ def resolve(cfg: dict, runs: Path, data_src: Path) -> dict:
     o["ckpt.path"] = str(run_dir / "checkpoints")
     o["ckpt.load_enable"] = True  # resumes from run_dir/checkpoints when a checkpoint is there
     o["logger.tensorboard_dir"] = str(run_dir / "tensorboard")
-    cfg["lgrpo"]["run_dir"] = str(run_dir)
+    cfg["lgrpo"] = json.loads(settings_of(cfg).to_json())
     return cfg
 
 
@@ -113,7 +141,9 @@ def rollout_batch(cfg: dict) -> int:
 
 
 def settings_of(cfg: dict) -> LambdaSettings:
-    return LambdaSettings(**cfg["lgrpo"])
+    """The ``--lgrpo.*`` settings of a (resolved) config: its ``weighting`` block and ``scope``."""
+    return LambdaSettings.from_config(cfg["weighting"], cfg["scope"],
+                                      run_dir=cfg.get("paths", {}).get("run_dir"))
 
 
 def commands(cfg: dict, data_src: Path, python: str = "python") -> dict[str, list[str]]:
@@ -138,133 +168,8 @@ def train_env(cfg: dict) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the machine check
-# ----------------------------------------------------------------------------------------------
-LOCK = REPO / "environment.lock.txt"
-ENV_FILE = REPO / "environment.yml"
-MAX_LISTED = 12  # package problems listed one by one; the rest are counted
-
-
-def lock_pins(path: Path = LOCK) -> dict[str, str]:
-    """``name -> version`` for every ``name==version`` line of the lock (names normalised)."""
-    pins: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        spec = line.split("#", 1)[0].split(";", 1)[0].strip()
-        if not spec or line[:1].isspace() or spec.startswith("-") or "==" not in spec:
-            continue
-        name, ver = spec.split("==", 1)
-        pins[re.sub(r"[-_.]+", "-", name.split("[")[0].strip().lower())] = ver.strip()
-    if not pins:
-        raise ValueError(f"{path}: no name==version lines")
-    return pins
-
-
-def environment_python(path: Path = ENV_FILE) -> str:
-    """The ``python=X.Y`` of environment.yml (what the lock was resolved for)."""
-    for dep in yaml.safe_load(path.read_text()).get("dependencies", []):
-        if isinstance(dep, str) and dep.replace(" ", "").startswith("python="):
-            return dep.split("=", 1)[1].strip()
-    raise ValueError(f"{path}: no python=X.Y dependency")
-
-
-def package_problems(pins: dict[str, str], version_of=None) -> list[str]:
-    """Installed versions against the lock: one sentence per difference (local ``+...`` tags ignored)."""
-    from importlib import metadata
-
-    version_of = version_of or metadata.version
-    missing, wrong = [], []
-    for name, want in sorted(pins.items()):
-        try:
-            have = version_of(name)
-        except metadata.PackageNotFoundError:
-            missing.append(f"{name}=={want}")
-            continue
-        if have.split("+")[0] != want.split("+")[0]:
-            wrong.append(f"{name} is {have}, environment.lock.txt pins {want}")
-    out = []
-    if missing:
-        shown = ", ".join(missing[:MAX_LISTED]) + (f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else "")
-        out.append(f"{len(missing)} of the {len(pins)} locked packages are not installed: {shown} "
-                   "(environment.yml's header: conda env create, then make gpu-install)")
-    out += wrong[:MAX_LISTED]
-    if len(wrong) > MAX_LISTED:
-        out.append(f"... and {len(wrong) - MAX_LISTED} more packages differ from environment.lock.txt")
-    return out
-
-
-def machine_problems(cfg: dict) -> list[str]:
-    """Plain sentences, one per missing piece; empty when the machine can run ``cfg``."""
-    problems = []
-    need = int(cfg["machine"]["gpus"])
-    try:
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        mem = [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(n)]
-    except Exception as e:  # noqa: BLE001
-        n, mem = 0, []
-        problems.append(f"cannot query GPUs through torch ({e})")
-    if n < need:
-        problems.append(f"{cfg['name']} needs {need} GPUs; this machine has {n}"
-                        + ("" if n else " (no CUDA GPU visible)"))
-    small = [f"GPU {i}: {m:.0f} GiB" for i, m in enumerate(mem) if m < cfg["machine"]["min_gpu_memory_gib"]]
-    if small:
-        problems.append(f"GPUs with less than {cfg['machine']['min_gpu_memory_gib']} GiB: {', '.join(small)}")
-    py = environment_python()
-    if f"{sys.version_info.major}.{sys.version_info.minor}" != py:
-        problems.append(f"this is Python {sys.version_info.major}.{sys.version_info.minor}; "
-                        f"environment.lock.txt is resolved for Python {py}")
-    problems += package_problems(lock_pins())
-    p = cfg["paths"]
-    if not Path(p["train_parquet"]).exists():
-        problems.append(f"training data {p['train_parquet']} not found (set DATA_SRC)")
-    if shutil.which("nvidia-smi") is None:
-        problems.append("nvidia-smi not found (no NVIDIA driver)")
-    return problems
-
-
-# ----------------------------------------------------------------------------------------------
 # steps
 # ----------------------------------------------------------------------------------------------
-def prepare_prompts(parquet: Path, out: Path, template: str, question_key: str, answer_key: str,
-                    multiple_of: int = 1, seed: int = 0) -> int:
-    """One JSONL row ``{"prompt": <templated question>, "label": <gold answer>}`` per problem kept.
-
-    The set is cut to a multiple of ``multiple_of`` (``rollout.batch_size``): OpenRLHF 0.11.2
-    trains on a last partial rollout batch, which its split hands the ranks unequally (a hang;
-    see ``launch.layout_problems``). The ``len % multiple_of`` dropped rows are drawn with
-    ``seed``; ``prompt_manifest_path(out)`` records the counts and the dropped row numbers, and
-    the run's config.yaml carries them (``data.prompt_set``). Returns the number of rows kept."""
-    import random
-
-    import pandas as pd
-
-    from repro.eval.prompts import build_prompt
-    from repro.runs import write_json_atomic, write_text_atomic
-
-    if multiple_of < 1:
-        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
-    df = pd.read_parquet(parquet, columns=[question_key, answer_key])
-    if df[question_key].isna().any() or df[answer_key].isna().any():
-        raise ValueError(f"{parquet}: empty question or answer")
-    n = len(df)
-    if n < multiple_of:
-        raise ValueError(f"{parquet}: {n} prompts, fewer than one rollout batch of {multiple_of}")
-    dropped = sorted(random.Random(seed).sample(range(n), n % multiple_of))
-    keep = sorted(set(range(n)) - set(dropped))
-    lines = [json.dumps({"prompt": build_prompt(df[question_key].iloc[i], template),
-                         "label": str(df[answer_key].iloc[i])}, ensure_ascii=False) for i in keep]
-    write_text_atomic(out, "\n".join(lines) + "\n")
-    write_json_atomic(prompt_manifest_path(out), {
-        "source": str(parquet), "source_rows": n, "multiple_of": int(multiple_of), "seed": int(seed),
-        "kept": len(keep), "dropped": len(dropped), "dropped_rows": dropped})
-    return len(keep)
-
-
-def prompt_manifest_path(prompts_jsonl: Path) -> Path:
-    return Path(prompts_jsonl).with_suffix(".manifest.json")
-
-
 def run_cmd(cmd: list[str], env: dict | None = None) -> None:
     print("+ " + shlex.join(cmd), flush=True)
     res = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=REPO)
@@ -315,7 +220,7 @@ def dry_run(size: str, methods: list[str], runs: Path, data_src: Path) -> int:
     print(f"# DRY RUN: make reproduce-{size} METHOD={','.join(methods)} (nothing is started)")
     for m in methods:
         cfg = resolve(load_config(size, m), runs, data_src)
-        print(f"\n## {cfg['name']}  ({config_path(size, m).relative_to(REPO)})")
+        print(f"\n## {cfg['name']}  ({_shown(config_files(size, m))})")
         problems = machine_problems(cfg)
         print("### machine check: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
         for p in problems:

@@ -1,8 +1,13 @@
-"""The λ-GRPO settings of one OpenRLHF run, and how they reach the Ray workers.
+"""The weighting settings of one OpenRLHF run, and how they reach the Ray workers.
 
 The stock OpenRLHF parser rejects unknown flags, so the launcher takes its own ``--lgrpo.*``
 flags off the command line and hands these settings to every Ray worker as one JSON env var
-(``LGRPO_SETTINGS``) in the runtime environment.
+(``LGRPO_SETTINGS``) in the runtime environment. The flags are the command-line form of the
+configs' ``weighting:`` block (``repro.trainers.contract.WeightingConfig``, which validates
+them): ``--lgrpo.method``, the method's parameters (``--lgrpo.r``, ``--lgrpo.sigma``,
+``--lgrpo.alpha``: those of other methods are carried but unused), ``--lgrpo.init`` and
+``--lgrpo.lr`` (= ``weighting.lambda.init`` / ``.lr``), plus ``--lgrpo.scope`` (the config's
+top-level ``scope``) and ``--lgrpo.run_dir``.
 """
 from __future__ import annotations
 
@@ -11,15 +16,16 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 
-from repro.objective import METHODS, SCOPES, SIGMA_CONVENTIONS
+from repro.objective import PAPER_R, SCOPES, get_method
+from repro.trainers.contract import WeightingConfig
 
 ENV_VAR = "LGRPO_SETTINGS"
 
 
 @dataclass(frozen=True)
 class LambdaSettings:
-    method: str = "lambda"  # grpo | dapo | dr_grpo | lambda | delta_l (repro.objective.METHODS)
-    r: float = 1 / 9  # the reducer of Eq. 14
+    method: str = "lambda"  # a key of repro.objective.METHODS
+    r: float = PAPER_R  # the reducer of Eq. 14
     lr: float = 0.1  # λ's own SGD learning rate
     init: float = 0.0  # λ at step 0
     sigma: str = "sample"  # σ convention of Eq. 12
@@ -30,24 +36,38 @@ class LambdaSettings:
     run_dir: str | None = None  # where metrics.jsonl goes (repro.runs layout); None: no JSONL
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"lgrpo.method {self.method!r} is not one of {sorted(METHODS)}")
         if self.scope not in SCOPES:
             raise ValueError(f"lgrpo.scope {self.scope!r} is not one of {SCOPES}")
-        if self.sigma not in SIGMA_CONVENTIONS:
-            raise ValueError(f"lgrpo.sigma {self.sigma!r} is not one of {SIGMA_CONVENTIONS}")
-        for name in ("r", "lr", "init", "alpha"):
+        for name in ("r", "lr", "init", "alpha"):  # every carried number, used by the method or not
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v)):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"lgrpo.{name} must be a finite number, got {v!r}")
-        if self.r <= 0:
-            raise ValueError(f"lgrpo.r must be > 0, got {self.r}")
-        if self.lr < 0:
-            raise ValueError(f"lgrpo.lr must be >= 0, got {self.lr}")
+        try:
+            self.weighting  # noqa: B018  (the contract's validation: method, its parameters, λ's SGD)
+            from repro.objective import LambdaParams
+            LambdaParams(r=self.r, sigma=self.sigma)  # carried for every method: keep them valid
+        except ValueError as e:
+            raise ValueError(f"lgrpo: {e}") from None
+
+    @property
+    def weighting(self) -> WeightingConfig:
+        """The ``weighting:`` block these flags stand for (only the method's own parameters)."""
+        m = get_method(self.method)
+        own = {f.name for f in fields(m.params)}
+        return WeightingConfig(method=self.method,
+                               params={k: getattr(self, k) for k in ("r", "sigma", "alpha") if k in own},
+                               lambda_={"init": self.init, "lr": self.lr})
+
+    @classmethod
+    def from_config(cls, weighting: dict, scope: str, run_dir: str | None = None) -> "LambdaSettings":
+        """From a config's ``weighting:`` block and ``scope``."""
+        w = WeightingConfig.from_dict(weighting)
+        return cls(method=w.method, init=w.lambda_.init, lr=w.lambda_.lr, scope=scope, run_dir=run_dir,
+                   **{k: v for k, v in asdict(w.params).items() if k in ("r", "sigma", "alpha")})
 
     @property
     def learnable(self) -> bool:
-        return self.method == "lambda"
+        return get_method(self.method).learnable
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

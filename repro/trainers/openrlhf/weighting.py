@@ -1,7 +1,10 @@
 """The λ-weighted loss at OpenRLHF's seams, in pure torch (no OpenRLHF import here).
 
-Three pieces, each used by a subclass in ``patches.py`` and tested on CPU with the real
-OpenRLHF classes:
+The seams hand the trainer contract (``repro.trainers.contract``) what it needs and use its
+pieces: ``GroupInfo`` (group lengths and position per sample), ``WeightingState`` (the method,
+λ and its SGD, the optimizer-step count, the f statistics, the λ checkpoint format). Three
+pieces, each used by a subclass in ``patches.py`` and tested on CPU with the real OpenRLHF
+classes:
 
 1. ``attach_group_info``: after OpenRLHF computed the group advantages, give every sample the
    response lengths of its whole group and its position in it (``Experience.info``). Each sample
@@ -16,7 +19,7 @@ OpenRLHF classes:
    wrapper, takes the group info out of ``Experience.info`` before the stock ``training_step``
    (which would log every info entry as a scalar), and at each gradient-accumulation boundary
    averages λ's gradient over the data-parallel group and steps λ's own SGD
-   (``repro.objective.LearnableLambda``), outside DeepSpeed: no ZeRO, Adam, scheduler or
+   (``WeightingState.step``), outside DeepSpeed: no ZeRO, Adam, scheduler or
    gradient clipping touches λ.
 
 Normalisation (``scope``)
@@ -40,12 +43,12 @@ launcher's layout check. See paper_artifacts/choices.md, "normaliser of the step
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 import torch.nn as nn
 
-from repro.objective import LearnableLambda, sample_weights
+from repro.objective import LearnableLambda, as_weighting, sample_weights
+from repro.trainers.contract import GroupInfo, WeightingState, check_positions, rows_as_groups
 
 GROUP_LEN_KEY = "lgrpo_group_len"  # [B, G] float: the lengths of the sample's whole group
 GROUP_POS_KEY = "lgrpo_group_pos"  # [B] long: the sample's position in its group
@@ -59,18 +62,8 @@ def rollout_positions(experiences, group_size: int) -> torch.Tensor:
     """Each row's position in rollout order (``experience.index``, concatenated over the
     batches), where the G samples of a prompt are consecutive (the layout OpenRLHF's group
     statistics use). Checked to be a permutation of 0..N-1 with N a multiple of G."""
-    G = int(group_size)
-    if G < 2:
-        raise ValueError(f"group size (n_samples_per_prompt) must be >= 2, got {G}")
     idx = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
-    n = idx.numel()
-    if n == 0:
-        raise ValueError("no samples")
-    if n % G:
-        raise ValueError(f"{n} samples do not form whole groups of {G}")
-    if not torch.equal(torch.sort(idx).values, torch.arange(n)):
-        raise ValueError("experience indices are not a permutation of 0..N-1: cannot rebuild groups")
-    return idx
+    return check_positions(idx, group_size)
 
 
 def response_lengths(experiences) -> torch.Tensor:
@@ -79,11 +72,7 @@ def response_lengths(experiences) -> torch.Tensor:
                       for e in experiences]).to("cpu", torch.float32)
 
 
-def as_groups(values: torch.Tensor, positions: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Per-row ``values`` rearranged into ``[groups, G]`` in rollout order."""
-    by_rollout = torch.empty_like(values)
-    by_rollout[positions] = values
-    return by_rollout.view(-1, group_size)
+as_groups = rows_as_groups  # per-row values -> [groups, G] in rollout order
 
 
 def attach_group_info(experiences, group_size: int) -> None:
@@ -92,17 +81,12 @@ def attach_group_info(experiences, group_size: int) -> None:
     ``experiences`` are OpenRLHF ``Experience`` batches after ``compute_advantages_and_returns``;
     ``experience.index`` lists each row's position in rollout order (``rollout_positions``).
     """
-    G = int(group_size)
-    idx = rollout_positions(experiences, G)
-    groups = as_groups(response_lengths(experiences), idx, G)
-    per_sample = groups[idx // G]  # [N, G] in the experiences' row order
-    pos = idx % G
-    gid = idx // G
-    exp_len = [len(e.index) for e in experiences]
-    for e, gl, p, i in zip(experiences, per_sample.split(exp_len), pos.split(exp_len), gid.split(exp_len)):
-        e.info[GROUP_LEN_KEY] = gl.clone()
-        e.info[GROUP_POS_KEY] = p.clone()
-        e.info[GROUP_ID_KEY] = i.clone()
+    info = GroupInfo.from_positions(response_lengths(experiences), rollout_positions(experiences, group_size),
+                                    group_size)
+    for e, part in zip(experiences, info.split([len(e.index) for e in experiences])):
+        e.info[GROUP_LEN_KEY] = part.group_lengths
+        e.info[GROUP_POS_KEY] = part.index
+        e.info[GROUP_ID_KEY] = part.group_id
 
 
 def pop_group_info(info: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,18 +118,21 @@ class WeightedPolicyLoss(nn.Module):
     per-sequence mean would not turn the weights into Eq. 7.
     """
 
-    def __init__(self, stock: nn.Module, *, method: str, lam: LearnableLambda | None = None,
-                 r: float = 1 / 9, sigma: str = "sample", alpha: float = 1.0, scope: str = "batch"):
+    def __init__(self, stock: nn.Module, *, method, lam: LearnableLambda | None = None,
+                 scope: str = "batch", **params):
+        """``method``: a ``repro.objective.Weighting``, or a method name with its parameters as
+        keywords (``repro.objective.as_weighting``); ``lam``: λ for a learnable method."""
         super().__init__()
         if not getattr(stock, "token_level_loss", True):
             raise ValueError("the λ weights need OpenRLHF's token-level loss "
                              "(--actor.loss_agg_mode token-mean, policy_loss_type ppo)")
         if scope not in ("batch", "group"):
             raise ValueError(f"scope must be 'batch' or 'group', got {scope!r}")
-        if method == "lambda" and lam is None:
-            raise ValueError("method 'lambda' needs a LearnableLambda")
+        self.weighting = as_weighting(method, **params)
+        if self.weighting.learnable and lam is None:
+            raise ValueError(f"method {self.weighting.name!r} learns λ: it needs a LearnableLambda")
         self.stock = stock
-        self.method, self.lam, self.r, self.sigma, self.alpha, self.scope = method, lam, r, sigma, alpha, scope
+        self.lam, self.scope = lam, scope
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_weights: torch.Tensor | None = None
 
@@ -157,8 +144,7 @@ class WeightedPolicyLoss(nn.Module):
 
     def weights(self, group_lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         lam = self.lam.param if self.lam is not None else 0.0
-        return sample_weights(self.method, group_lengths, positions, lam=lam, r=self.r,
-                              alpha=self.alpha, sigma=self.sigma)
+        return sample_weights(self.weighting, group_lengths, positions, lam=lam)
 
     def forward(self, log_probs, old_log_probs, advantages, action_mask=None, rollout_log_probs=None,
                 dp_size: int = 1, batch_num_tokens=None, global_batch_size=None):
@@ -197,50 +183,6 @@ class WeightedPolicyLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # 3. λ in the actor trainer
 # ----------------------------------------------------------------------------------------------
-class FStats:
-    """Running count, sum, sum of squares, min and max of f over a rollout step."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.n, self.s, self.ss, self.lo, self.hi = 0.0, 0.0, 0.0, math.inf, -math.inf
-
-    def add(self, f: torch.Tensor) -> None:
-        f = f.detach().double().cpu()
-        if f.numel():
-            self.n += f.numel()
-            self.s += float(f.sum())
-            self.ss += float((f * f).sum())
-            self.lo = min(self.lo, float(f.min()))
-            self.hi = max(self.hi, float(f.max()))
-
-    def reduced(self, group=None) -> dict:
-        """Mean, population std, min, max over all data-parallel ranks."""
-        import torch.distributed as dist
-
-        t = torch.tensor([self.n, self.s, self.ss], dtype=torch.float64)
-        lo, hi = torch.tensor([self.lo], dtype=torch.float64), torch.tensor([self.hi], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-            dev = _collective_device(group)
-            t, lo, hi = t.to(dev), lo.to(dev), hi.to(dev)
-            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-            dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
-            dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
-        n, s, ss = (float(x) for x in t.cpu())
-        if n == 0:
-            return {}
-        mean = s / n
-        return {"f_mean": mean, "f_std": math.sqrt(max(ss / n - mean * mean, 0.0)),
-                "f_min": float(lo), "f_max": float(hi)}
-
-
-def _collective_device(group=None):
-    import torch.distributed as dist
-
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
-
-
 class LambdaTrainerMixin:
     """Mixed in before OpenRLHF's ``ActorPPOTrainer``: ``class T(LambdaTrainerMixin, ActorPPOTrainer)``.
 
@@ -252,6 +194,7 @@ class LambdaTrainerMixin:
     STATE_KEY = "lgrpo"
 
     def setup_lambda(self, settings) -> None:
+        """``settings``: ``repro.trainers.openrlhf.settings.LambdaSettings``."""
         args = self.args
         if args.actor.loss_agg_mode != "token-mean" or args.actor.policy_loss_type != "ppo":
             raise ValueError("λ weighting needs --actor.loss_agg_mode token-mean and --actor.policy_loss_type ppo")
@@ -259,13 +202,22 @@ class LambdaTrainerMixin:
             raise ValueError("learnable λ needs --ds.param_dtype bf16: an fp16 loss scale would leak into λ's gradient")
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.lgrpo_settings = settings
-        self.lgrpo_lambda = LearnableLambda(init=settings.init, lr=settings.lr, device=device) if settings.learnable else None
-        self.actor_loss_fn = WeightedPolicyLoss(
-            self.actor_loss_fn, method=settings.method, lam=self.lgrpo_lambda, r=settings.r,
-            sigma=settings.sigma, alpha=settings.alpha, scope=settings.scope)
-        self.lgrpo_optimizer_steps = 0
-        self.lgrpo_fstats = FStats()
+        self.lgrpo = WeightingState(settings.weighting, device=device)  # method, λ, steps, f statistics
+        self.actor_loss_fn = WeightedPolicyLoss(self.actor_loss_fn, method=self.lgrpo.weighting,
+                                                lam=self.lgrpo.lam, scope=settings.scope)
         self.lgrpo_grads: list[float] = []
+
+    @property
+    def lgrpo_lambda(self) -> LearnableLambda | None:
+        return self.lgrpo.lam
+
+    @property
+    def lgrpo_optimizer_steps(self) -> int:
+        return self.lgrpo.optimizer_steps
+
+    @lgrpo_optimizer_steps.setter
+    def lgrpo_optimizer_steps(self, n: int) -> None:
+        self.lgrpo.optimizer_steps = int(n)
 
     # the data-parallel group λ is averaged over (ring-attention / TP duplicates see the same data)
     def lgrpo_dp_group(self):
@@ -286,48 +238,37 @@ class LambdaTrainerMixin:
         finally:
             self.actor_loss_fn.clear()
         if self.actor_loss_fn.last_weights is not None:
-            self.lgrpo_fstats.add(self.actor_loss_fn.last_weights)
+            self.lgrpo.fstats.add(self.actor_loss_fn.last_weights)
             self.actor_loss_fn.last_weights = None
         if boundary:
-            self.lgrpo_optimizer_steps += 1
-            if self.lgrpo_lambda is not None:
-                self.lgrpo_grads.append(self.lgrpo_lambda.step(group=self.lgrpo_dp_group()))
+            grad = self.lgrpo.step(group=self.lgrpo_dp_group())  # counts the step; None: fixed weights
+            if grad is not None:
+                self.lgrpo_grads.append(grad)
         return status
 
     def ppo_train(self, *a, **k):
-        self.lgrpo_fstats.reset()
+        self.lgrpo.fstats.reset()
         self.lgrpo_grads = []
         status = super().ppo_train(*a, **k)
         status.update(self.lgrpo_status())
         return status
 
     def lgrpo_status(self) -> dict:
-        out = {f"lgrpo/{k}": v for k, v in self.lgrpo_fstats.reduced(self.lgrpo_dp_group()).items()}
-        out["lgrpo/optimizer_steps"] = self.lgrpo_optimizer_steps
-        out["lgrpo/lambda"] = self.lgrpo_lambda.value if self.lgrpo_lambda is not None else 0.0
+        out = {f"lgrpo/{k}": v for k, v in self.lgrpo.fstats.reduced(self.lgrpo_dp_group()).items()}
+        out["lgrpo/optimizer_steps"] = self.lgrpo.optimizer_steps
+        out["lgrpo/lambda"] = self.lgrpo.value
         if self.lgrpo_grads:
             out["lgrpo/lambda_grad"] = self.lgrpo_grads[-1]
             out["lgrpo/lambda_grad_mean"] = sum(self.lgrpo_grads) / len(self.lgrpo_grads)
         return out
 
-    # checkpoints: λ, its SGD state and the optimizer-step count travel in DeepSpeed's client_states
+    # checkpoints: the contract's λ state (λ, its SGD state, the optimizer-step count, the
+    # method) travels in DeepSpeed's client_states
     def lgrpo_state(self) -> dict:
-        state = {"optimizer_steps": self.lgrpo_optimizer_steps, "method": self.lgrpo_settings.method}
-        if self.lgrpo_lambda is not None:
-            sd = self.lgrpo_lambda.state_dict()
-            state["lambda"] = float(sd["lambda"])
-            state["optimizer"] = sd["optimizer"]
-        return state
+        return self.lgrpo.state_dict()
 
     def lgrpo_load_state(self, state: dict) -> None:
-        if state.get("method") != self.lgrpo_settings.method:
-            raise ValueError(f"checkpoint was trained with method {state.get('method')!r}, "
-                             f"this run uses {self.lgrpo_settings.method!r}")
-        self.lgrpo_optimizer_steps = int(state["optimizer_steps"])
-        if self.lgrpo_lambda is not None:
-            if "lambda" not in state:
-                raise ValueError("checkpoint has no λ state")
-            self.lgrpo_lambda.load_state_dict({"lambda": state["lambda"], "optimizer": state["optimizer"]})
+        self.lgrpo.load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------------------------
