@@ -149,8 +149,8 @@ def train_rows(cfg: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def build_trainer(cfg: dict, run_dir: Path, run=None, *, model=None, tokenizer=None, rows=None):
-    """The configured ``LambdaGRPOTrainer`` (model and rows can be passed in, for tests)."""
+def build_trainer(cfg: dict, run_dir: Path, run=None, *, model=None, tokenizer=None, rows=None, cls=None):
+    """The configured ``LambdaGRPOTrainer`` (or subclass ``cls``); model and rows can be passed in."""
     from datasets import Dataset
 
     from repro.trainers.trl.contract_adapter import Weighting
@@ -166,7 +166,7 @@ def build_trainer(cfg: dict, run_dir: Path, run=None, *, model=None, tokenizer=N
                          workers=int(r.get("workers", 4)))
     ds = Dataset.from_list(rows if rows is not None else train_rows(cfg))
     extra = {"task": cfg["data"]["task"]} if cfg["data"].get("task") else {}
-    return LambdaGRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=ds,
+    return (cls or LambdaGRPOTrainer)(model=model, reward_funcs=[reward], args=args, train_dataset=ds,
                              processing_class=tokenizer, peft_config=peft_config(cfg),
                              weighting=weighting, run=run, record_extra=extra)
 
