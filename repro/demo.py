@@ -36,9 +36,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from repro.runs import Run, find_runs, write_json_atomic, write_text_atomic
+from repro.runs import Run, find_runs, weighting_of, write_json_atomic, write_text_atomic
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "cpu"
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228}
 METHOD_NAMES = {"grpo": "GRPO", "dapo": "DAPO", "lambda": "λ-GRPO", "dr_grpo": "Dr.GRPO",
@@ -86,7 +85,7 @@ def ablation_plan(seeds: int | None = None, tasks: list[str] | None = None,
         for lr, r, rname in cells:
             for t in tasks:
                 job = Job(f"{t}_lambda_lr{lr:g}_r{rname}_s{s}", t, "lambda", s,
-                          (("lambda_lr", float(lr)), ("r", float(r))))
+                          (("weighting.lambda.lr", float(lr)), ("weighting.r", float(r))))
                 (core if lr >= 1 or len(lambda_lrs) == 1 else extra).append(job)
         extra += [Job(f"{t}_{m}_s{s}", t, m, s) for t in tasks for m in ABLATION_BASELINES if m != "dapo"]
     return core + extra
@@ -94,7 +93,7 @@ def ablation_plan(seeds: int | None = None, tasks: list[str] | None = None,
 
 def _cmd(out: Path, job: Job, overrides: dict, resume: bool) -> list[str]:
     cmd = [sys.executable, "-m", "repro.trainers.reference",
-           "--config", str(CONFIG_DIR / f"{job.task}_{job.method}.yaml"), "--out", str(out),
+           "--task", job.task, "--method", job.method, "--out", str(out),
            "--no-progress", "--set", f"seed={job.seed}", "--set", "threads=1"]
     for k, v in {**overrides, **dict(job.overrides)}.items():
         cmd += ["--set", f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}"]
@@ -103,7 +102,7 @@ def _cmd(out: Path, job: Job, overrides: dict, resume: bool) -> list[str]:
 
 def _config_mismatch(run: Run, job: Job, overrides: dict) -> list[str]:
     """Keys whose value in a finished run's saved config differs from what ``job`` asks for."""
-    cfg = run.config() or {}
+    cfg = _flat_config(run)
     want = {"seed": job.seed, "method": job.method, "task": job.task, **overrides, **dict(job.overrides)}
     bad = []
     for k, v in want.items():
@@ -267,13 +266,24 @@ def _mean_ci(xs: list[float]) -> tuple[float, float]:
 LAMBDA_STEPS = (25, 50, 100, 150)  # λ's trajectory in the ablation table (plus the final λ)
 
 
+def _flat_config(run: Run) -> dict:
+    """The run's config with its weighting also under the dotted keys the jobs override
+    (``weighting.lambda.lr``) and flat (``method``, ``r``, ``lambda_lr``), old and new layouts."""
+    cfg = dict(run.config() or {})
+    w = weighting_of(cfg)
+    cfg.update(w)
+    cfg.update({f"weighting.{k}": v for k, v in w.items() if not k.startswith("lambda_")})
+    cfg.update({f"weighting.lambda.{k[7:]}": v for k, v in w.items() if k.startswith("lambda_")})
+    return cfg
+
+
 def summarise(root: Path, base: dict, last: int = 20) -> list[dict]:
     """One row per run: final held-out scores and the mean of the last ``last`` training steps."""
     rows = []
     for run in find_runs(root):
         if not run.is_done():
             continue
-        cfg, recs, sc = run.config(), run.metrics(), run.eval_scores()
+        cfg, recs, sc = _flat_config(run), run.metrics(), run.eval_scores()
         ev = sc["benchmarks"][f"{cfg['task']}_heldout"]
         tail = recs[-last:]
         lam_at = {r["step"]: r["lambda"] for r in recs}
@@ -479,7 +489,7 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
     figdir.mkdir(parents=True, exist_ok=True)
     recs = []
     for run in runs:
-        c = _cell({**run.config()})
+        c = _cell(_flat_config(run))
         for m in run.metrics():
             recs.append({"cell": _cell_name(c), "task": c[0], "lr": c[2], "r": c[3], "seed": run.config()["seed"],
                          "step": m["step"], "lambda": m["lambda"], "f_min": m["f_min"], "f_max": m["f_max"]})
@@ -557,7 +567,7 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
     if len(per):
         cell_of = {}
         for run in runs:
-            cell_of[run.path.name] = _cell_name(_cell(run.config()))
+            cell_of[run.path.name] = _cell_name(_cell(_flat_config(run)))
         # the cell name tells the runs apart, so the task label drops its config hash ('sum#1a2b3c')
         per = per.assign(method=per["run"].map(lambda n: cell_of.get(Path(n).name, n)),
                          task=per["task"].str.split("#").str[0])
@@ -584,7 +594,7 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
 
     done = [r for r in find_runs(root) if r.is_done()]
     df = load_metrics(done)
-    per = pd.DataFrame([{**p, "task": r.config()["task"], "method": r.config()["method"],
+    per = pd.DataFrame([{**p, "task": r.config()["task"], "method": _flat_config(r)["method"],
                          "seed": r.config()["seed"]} for r in done for p in r.periodic_evals()])
     figdir = root / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
@@ -653,7 +663,7 @@ def _keep_hand_section(dest: Path, text: str) -> str:
 
 def run_ablation(a, argv) -> None:
     """``--ablation``: the grid of ``ablation_plan``, its table and figures."""
-    from repro.trainers.reference import TrainConfig
+    from repro.trainers.reference import TrainConfig, load_cpu_config
 
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -665,7 +675,7 @@ def run_ablation(a, argv) -> None:
                  "eval_every_problems": a.eval_every_problems}
     if a.steps:
         overrides["steps"] = a.steps
-    cfg0 = TrainConfig.from_yaml(CONFIG_DIR / f"{jobs[0].task}_lambda.yaml")
+    cfg0 = load_cpu_config(jobs[0].task, "lambda")
     steps = a.steps or cfg0.steps
     t0 = time.time()
     print(f"ablation: {len(jobs)} runs ({a.jobs} at a time), {steps} steps each, held-out eval on "
@@ -749,7 +759,7 @@ def main(argv=None) -> None:
         a.jobs = a.jobs or 2
         return run_ablation(a, argv)
     a.jobs = a.jobs or 3
-    from repro.trainers.reference import TrainConfig
+    from repro.trainers.reference import TrainConfig, load_cpu_config
 
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -758,7 +768,7 @@ def main(argv=None) -> None:
     overrides = {"eval_problems": n_eval}
     if a.steps:
         overrides["steps"] = a.steps
-    steps = a.steps or TrainConfig.from_yaml(CONFIG_DIR / f"{jobs[0].task}_{jobs[0].method}.yaml").steps
+    steps = a.steps or load_cpu_config(jobs[0].task, jobs[0].method).steps
     t0 = time.time()
     print(f"{len(jobs)} runs ({a.jobs} at a time), {steps} steps each, "
           f"held-out eval on {n_eval} problems -> {root}")

@@ -17,6 +17,8 @@ Eq. 11-14 ``eq13_standardize``, ``eq14_h``   z = (|o_i|-μ)/σ,  h = 1 + r·z
 Eq. 15  ``eq15_g``                   g = h^λ
 Eq. 16  ``eq16_lambda_weights``      f = G·softmax(g)
 Eq. 20  ``eq20_lambda_grad``         closed-form ∂J/∂λ per group
+        ``METHODS``, ``Method``      each method as one object: name, label, its parameters (a
+        ``Weighting``                small dataclass), learnable or not, f; a method with its parameters
         ``LearnableLambda``          λ (init 0) with its own SGD (lr 0.1, no weight decay) and a
                                      data-parallel gradient average at the accumulation boundary
 
@@ -39,6 +41,7 @@ Conventions (pinned; see README "Choices")
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -47,6 +50,7 @@ import torch
 
 SIGMA_CONVENTIONS = ("sample", "population")
 SCOPES = ("group", "batch")
+PAPER_R = 1 / 9  # the paper's reducer r (Sec. 3); the one place the package writes 1/9
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ def eq15_g(h: torch.Tensor, lam) -> torch.Tensor:
     return torch.pow(h, float(lam))
 
 
-def eq16_lambda_weights(lengths, lam=0.0, r: float = 1 / 9, sigma: str = "sample") -> torch.Tensor:
+def eq16_lambda_weights(lengths, lam=0.0, r: float = PAPER_R, sigma: str = "sample") -> torch.Tensor:
     """f = G·softmax(h^λ) over each group (Eq. 16). Sums to G per group; λ = 0 gives f = 1."""
     return _lambda_weights(check_lengths(lengths), lam, r, sigma)
 
@@ -150,27 +154,184 @@ def _lambda_weights(t: torch.Tensor, lam, r: float, sigma: str) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# the method registry: one function per token preference f(o_i)
+# the methods: one object per token preference f(o_i), registered once
 # ----------------------------------------------------------------------------------------------
-WeightFn = Callable[..., torch.Tensor]
-METHODS: dict[str, WeightFn] = {}
+@dataclass(frozen=True)
+class NoParams:
+    """The parameters of a method that has none (GRPO, DAPO, Dr.GRPO)."""
 
 
-def register_method(name: str):
-    """Add a token-preference method. The function takes ``lengths [groups, G]`` and keyword
-    arguments ``lam, r, alpha, sigma`` (ignoring those it does not use) and returns f."""
+@dataclass(frozen=True)
+class LambdaParams:
+    """λ-GRPO's fixed parameters (λ itself is learned: ``LearnableLambda``)."""
+    r: float = PAPER_R  # the reducer of Eq. 14
+    sigma: str = "sample"  # σ convention of Eq. 12 (see "Conventions")
 
+    def __post_init__(self):
+        if isinstance(self.r, bool) or not (isinstance(self.r, (int, float)) and math.isfinite(self.r)
+                                            and self.r > 0):
+            raise ValueError(f"r must be a finite number > 0, got {self.r!r}")
+        object.__setattr__(self, "r", float(self.r))
+        if self.sigma not in SIGMA_CONVENTIONS:
+            raise ValueError(f"sigma must be one of {SIGMA_CONVENTIONS}, got {self.sigma!r}")
+
+    def check_group_size(self, G: int) -> None:
+        """Refuse an (r, G) for which some lengths make h = 1 + r·z ≤ 0 (Samuelson bound)."""
+        if self.r * max_abs_z(G, self.sigma) >= 1:
+            raise ValueError(f"r = {self.r} with G = {G} can make h = 1 + r*z <= 0 (|z| can reach "
+                             f"{max_abs_z(G, self.sigma):.3f} with {self.sigma} sigma); use r < "
+                             f"{1 / max_abs_z(G, self.sigma):.4f}")
+
+
+@dataclass(frozen=True)
+class DeltaLParams:
+    alpha: float = 1.0  # the exponent of f ∝ |o_i|^-α
+
+    def __post_init__(self):
+        if isinstance(self.alpha, bool) or not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)):
+            raise ValueError(f"alpha must be finite, got {self.alpha!r}")
+        object.__setattr__(self, "alpha", float(self.alpha))
+
+
+WeightFn = Callable[[torch.Tensor, object, object], torch.Tensor]  # (lengths [groups, G], params, λ) -> f
+
+
+@dataclass(frozen=True)
+class Method:
+    """A token-preference method: f(o_i) as a function of its group's lengths.
+
+    ``fn(lengths, params, lam)`` gets validated float lengths ``[groups, G]``, an instance of
+    ``params`` and λ (a float, or a tensor with a gradient; only ``learnable`` methods use it)
+    and returns f of the same shape. ``learnable``: the trainer keeps a ``LearnableLambda``
+    for it and steps it (today only λ-GRPO)."""
+    name: str
+    label: str  # how tables and figures name it
+    fn: WeightFn
+    params: type = NoParams  # a frozen dataclass; its fields are the method's config keys
+    learnable: bool = False
+    color: str | None = None  # matplotlib colour of its curves
+
+    def make_params(self, **values):
+        """``params(**values)``; a key the method does not take is a ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(self.params)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"method {self.name!r} takes parameters {sorted(known) or 'none'}, got {unknown}")
+        return self.params(**values)
+
+    def weights(self, lengths, params=None, lam=0.0) -> torch.Tensor:
+        p = self.params() if params is None else params
+        if not isinstance(p, self.params):
+            raise TypeError(f"method {self.name!r} needs {self.params.__name__}, got {type(p).__name__}")
+        return self.fn(check_lengths(lengths), p, lam if self.learnable else 0.0)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, label: str, *, params: type = NoParams, learnable: bool = False,
+                    color: str | None = None):
+    """Decorator: register ``fn(lengths, params, lam) -> f`` as method ``name`` (once).
+
+    Adding a weighting method is this block and a test, nothing else: both trainers, the
+    configs (``weighting: {method: NAME, <params fields>: ...}``) and the objective find it here::
+
+        @dataclass(frozen=True)
+        class PowerParams:
+            beta: float = 0.5
+
+        @register_method("power", "f ∝ |o|^β", params=PowerParams)
+        def power_weights(lengths, p: PowerParams, lam=0.0):
+            w = lengths.pow(p.beta)
+            return lengths.shape[-1] * w / w.sum(dim=-1, keepdim=True)
+
+    (``tests/test_methods.py`` registers such a method and trains two steps with it.)
+    """
     def deco(fn: WeightFn) -> WeightFn:
         if name in METHODS:
             raise ValueError(f"method {name!r} is already registered")
-        METHODS[name] = fn
+        if not (dataclasses.is_dataclass(params) and isinstance(params, type)):
+            raise TypeError(f"params of {name!r} must be a dataclass type, got {params!r}")
+        METHODS[name] = Method(name=name, label=label, fn=fn, params=params, learnable=learnable, color=color)
         return fn
 
     return deco
 
 
-@register_method("grpo")
-def grpo_weights(lengths, **_) -> torch.Tensor:
+def get_method(method) -> Method:
+    """A ``Method`` from its name (or itself)."""
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    return METHODS[method]
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """A method with its parameters: everything the objective needs to weight a group, but λ.
+
+    Build one with ``Weighting.of("lambda", r=0.2)`` (strict: only the method's parameters) or
+    from a config's ``weighting`` block (``repro.trainers.contract.WeightingConfig``)."""
+    method: Method
+    params: object = None
+
+    def __post_init__(self):
+        if self.params is None:
+            object.__setattr__(self, "params", self.method.params())
+        if not isinstance(self.params, self.method.params):
+            raise TypeError(f"method {self.method.name!r} needs {self.method.params.__name__}, "
+                            f"got {type(self.params).__name__}")
+
+    @classmethod
+    def of(cls, method, **params) -> "Weighting":
+        m = get_method(method)
+        return cls(m, m.make_params(**params))
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    @property
+    def learnable(self) -> bool:
+        return self.method.learnable
+
+    def weights(self, lengths, lam=0.0) -> torch.Tensor:
+        """f for ``lengths [groups, G]``."""
+        return self.method.weights(lengths, self.params, lam)
+
+    def check_group_size(self, G: int) -> None:
+        """Raise where this weighting is undefined for some groups of size G (λ-GRPO's r)."""
+        if G < 2:
+            raise ValueError(f"group size G = {G}: group-relative weights need G >= 2")
+        check = getattr(self.params, "check_group_size", None)
+        if check is not None:
+            check(G)
+
+
+def as_weighting(method, **params) -> Weighting:
+    """The ``Weighting`` that the functions below take as ``method``: a ``Weighting`` as is, or
+    a method (name or ``Method``) with keyword parameters.
+
+    Keywords that *another* registered method takes are ignored here (so one call can draw
+    every method with the same ``r`` and ``alpha``, as the explainer figures do); a keyword no
+    registered method takes is a ``ValueError``. ``Weighting.of`` is the strict form."""
+    if isinstance(method, Weighting):
+        if params:
+            raise ValueError(f"parameters {sorted(params)} given with a Weighting that has its own")
+        return method
+    m = get_method(method)
+    mine = {f.name for f in dataclasses.fields(m.params)}
+    anyone = set().union(*({f.name for f in dataclasses.fields(x.params)} for x in METHODS.values()))
+    unknown = sorted(set(params) - anyone - mine)
+    if unknown:
+        raise ValueError(f"unknown weighting parameters {unknown}; the registered methods take "
+                         f"{sorted(anyone)}")
+    return Weighting(m, m.params(**{k: v for k, v in params.items() if k in mine}))
+
+
+@register_method("grpo", "GRPO", color="tab:blue")
+def grpo_weights(lengths, p=None, lam=0.0) -> torch.Tensor:
     """f = μ/|o_i| (Eq. 8): turns Eq. 7 into GRPO's per-response token mean (Eq. 4)."""
     t = check_lengths(lengths)
     if bool((t == 0).any()):
@@ -178,44 +339,41 @@ def grpo_weights(lengths, **_) -> torch.Tensor:
     return t.mean(dim=-1, keepdim=True) / t
 
 
-@register_method("dapo")
-def dapo_weights(lengths, **_) -> torch.Tensor:
+@register_method("dapo", "DAPO", color="tab:orange")
+def dapo_weights(lengths, p=None, lam=0.0) -> torch.Tensor:
     """f = 1 (Eq. 9): one token mean over the group (Eq. 5)."""
     return torch.ones_like(check_lengths(lengths))
 
 
-@register_method("dr_grpo")
-def dr_grpo_weights(lengths, **_) -> torch.Tensor:
+@register_method("dr_grpo", "Dr.GRPO", color="tab:purple")
+def dr_grpo_weights(lengths, p=None, lam=0.0) -> torch.Tensor:
     """f = μ (Eq. 10): Eq. 7 becomes (1/G)·Σ_i Σ_t (Eq. 6)."""
     t = check_lengths(lengths)
     return t.mean(dim=-1, keepdim=True).expand_as(t).clone()
 
 
-@register_method("lambda")
-def lambda_weights(lengths, *, lam=0.0, r: float = 1 / 9, sigma: str = "sample", **_) -> torch.Tensor:
+@register_method("lambda", "λ-GRPO", params=LambdaParams, learnable=True, color="tab:green")
+def lambda_weights(lengths, p: LambdaParams = LambdaParams(), lam=0.0) -> torch.Tensor:
     """f = G·softmax(h^λ) (Eq. 11-16), λ learnable."""
-    return eq16_lambda_weights(lengths, lam, r, sigma)
+    return eq16_lambda_weights(lengths, lam, p.r, p.sigma)
 
 
-@register_method("delta_l")
-def delta_l_weights(lengths, *, alpha: float = 1.0, **_) -> torch.Tensor:
+@register_method("delta_l", "ΔL", params=DeltaLParams, color="tab:brown")
+def delta_l_weights(lengths, p: DeltaLParams = DeltaLParams(), lam=0.0) -> torch.Tensor:
     """ΔL normalisation as an extra baseline: f ∝ |o_i|^-α, rescaled to sum to G per group.
     α = 0 is DAPO; α = 1 up-weights short responses like GRPO but keeps Σf = G."""
     t = check_lengths(lengths)
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be finite, got {alpha!r}")
+    alpha = p.alpha
     if alpha != 0 and bool((t == 0).any()):
         raise ValueError("delta_l weight |o_i|^-alpha is undefined for a zero-length response")
     w = t.pow(-alpha)
     return t.shape[-1] * w / w.sum(dim=-1, keepdim=True)
 
 
-def token_weights(method: str, lengths, *, lam=0.0, r: float = 1 / 9, alpha: float = 1.0,
-                  sigma: str = "sample") -> torch.Tensor:
-    """Per-response weights f(o_i) for ``lengths`` of shape ``[groups, G]``; same shape out."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
-    return METHODS[method](lengths, lam=lam, r=r, alpha=alpha, sigma=sigma)
+def token_weights(method, lengths, *, lam=0.0, **params) -> torch.Tensor:
+    """Per-response weights f(o_i) for ``lengths`` of shape ``[groups, G]``; same shape out.
+    ``method``: a ``Weighting``, or a method name with its parameters (``as_weighting``)."""
+    return as_weighting(method, **params).weights(lengths, lam)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,10 +426,11 @@ def surrogate_from_log_ratio(log_ratio, adv, *, clip_low: float = 0.2, clip_high
     return surr, clipped
 
 
-def eq7_unified_objective(method: str, lengths, L, *, lam=0.0, r: float = 1 / 9,
-                          alpha: float = 1.0, sigma: str = "sample") -> torch.Tensor:
+def eq7_unified_objective(method, lengths, L, *, lam=0.0, **params) -> torch.Tensor:
     """J per group (Eq. 7): Σ_i f(o_i)·L_i / Σ_i |o_i|, for per-response surrogate sums
-    ``L [groups, G]`` (L_i = Σ_t min(ρA, clip(ρ)A)). Returns shape ``[groups]``."""
+    ``L [groups, G]`` (L_i = Σ_t min(ρA, clip(ρ)A)). Returns shape ``[groups]``.
+    ``method``: a ``Weighting``, or a method name with its parameters (``as_weighting``)."""
+    weighting = as_weighting(method, **params)
     t = check_lengths(lengths)
     L = _as_float(L, "L", t.dtype)
     if L.shape != t.shape:
@@ -280,7 +439,7 @@ def eq7_unified_objective(method: str, lengths, L, *, lam=0.0, r: float = 1 / 9,
     total = t.sum(dim=-1)
     if bool((total == 0).any()):
         raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
-    f = token_weights(method, t, lam=lam, r=r, alpha=alpha, sigma=sigma)
+    f = weighting.weights(t, lam)
     return (f * L).sum(dim=-1) / total
 
 
@@ -297,7 +456,7 @@ def within_group_cov(x, y) -> torch.Tensor:
     return (xc * yc).sum(dim=-1) / (x.shape[1] - 1)
 
 
-def eq20_lambda_grad(lengths, L, lam, r: float = 1 / 9, sigma: str = "sample") -> torch.Tensor:
+def eq20_lambda_grad(lengths, L, lam, r: float = PAPER_R, sigma: str = "sample") -> torch.Tensor:
     """Closed-form ∂J/∂λ of Eq. 20 per group (shape ``[groups]``):
 
         G/Σ|o| · Σ_i L_i s_i (h_i^λ ln h_i - Σ_j s_j h_j^λ ln h_j),   s = softmax(h^λ).
@@ -319,9 +478,8 @@ def eq20_lambda_grad(lengths, L, lam, r: float = 1 / 9, sigma: str = "sample") -
 # ----------------------------------------------------------------------------------------------
 # the training loss: Eq. 7 as a sum of per-sample terms (exact under any batching)
 # ----------------------------------------------------------------------------------------------
-def sample_weights(method: str, group_lengths, index, *, lam=0.0, r: float = 1 / 9,
-                   alpha: float = 1.0, sigma: str = "sample") -> torch.Tensor:
-    """f for each sample from the lengths of *its own* group.
+def sample_weights(method, group_lengths, index, *, lam=0.0, **params) -> torch.Tensor:
+    """f for each sample from the lengths of *its own* group (``method`` as in ``token_weights``).
 
     ``group_lengths [N, G]`` holds, for each of N samples, the lengths of all G responses of its
     group; ``index [N]`` is the sample's position in that row. Because each sample carries its
@@ -334,7 +492,7 @@ def sample_weights(method: str, group_lengths, index, *, lam=0.0, r: float = 1 /
         raise ValueError(f"index must have shape [{gl.shape[0]}], got {tuple(idx.shape)}")
     if bool(((idx < 0) | (idx >= gl.shape[1])).any()):
         raise ValueError(f"index out of range [0, {gl.shape[1]})")
-    f = token_weights(method, gl, lam=lam, r=r, alpha=alpha, sigma=sigma)
+    f = as_weighting(method, **params).weights(gl, lam)
     return f.gather(1, idx[:, None]).squeeze(1)
 
 
@@ -365,12 +523,16 @@ class LossOutput:
     surrogate_sums: torch.Tensor | None = None  # L_i = Σ_t min(ρA, clip(ρ)A) per sample [N] (detached)
 
 
-def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, method: str,
-                denominator: float, scope: str = "group", lam=0.0, r: float = 1 / 9,
-                alpha: float = 1.0, sigma: str = "sample", clip_low: float = 0.2,
-                clip_high: float = 0.2, dual_clip: float | None = None, ref_logp=None,
-                kl_coef: float = 0.0, entropy=None, entropy_coef: float = 0.0) -> LossOutput:
+def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, method=None,
+                denominator: float, scope: str = "group", lam=0.0, weights=None,
+                clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float | None = None,
+                ref_logp=None, kl_coef: float = 0.0, entropy=None, entropy_coef: float = 0.0,
+                **params) -> LossOutput:
     """The unified objective (Eq. 7) for one micro-batch, as a sum of per-sample terms.
+
+    The token preference f comes from ``method`` and λ (``lam``): a ``Weighting``, or a method
+    name with its parameters as keywords (``as_weighting``: ``method="lambda", r=0.2``); or,
+    instead, ``weights``: f per sample ``[N]`` computed by the caller (``method`` then None).
 
     Shapes: ``logp, old_logp, mask [N, T]``; ``advantages`` ``[N]`` or ``[N, T]``;
     ``group_lengths [N, G]``, ``index [N]`` (see ``sample_weights``). ``denominator`` comes from
@@ -421,7 +583,20 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
     if gl.shape[:1] != (N,):
         raise ValueError(f"group_lengths has shape {tuple(gl.shape)}: expected {N} rows, one per sample")
     idx = torch.as_tensor(index, dtype=torch.long)
-    f = sample_weights(method, gl, idx, lam=lam, r=r, alpha=alpha, sigma=sigma)  # checks gl, idx
+    if (weights is None) == (method is None):
+        raise ValueError("policy_loss needs exactly one of method (with its parameters) and weights")
+    if weights is None:
+        f = sample_weights(method, gl, idx, lam=lam, **params)  # checks gl, idx
+    else:
+        if params:
+            raise ValueError(f"weighting parameters {sorted(params)} given with precomputed weights")
+        check_lengths(gl)
+        f = _as_float(weights, "weights", logp.dtype)
+        if f.shape != (N,) or idx.shape != (N,):
+            raise ValueError(f"weights and index must have shape [{N}], got {tuple(f.shape)}, {tuple(idx.shape)}")
+        _check_finite(f.detach(), "weights")
+        if bool(((idx < 0) | (idx >= gl.shape[1])).any()):
+            raise ValueError(f"index out of range [0, {gl.shape[1]})")
     n_tok_row = maskf.sum(dim=1)
     if not torch.equal(gl.gather(1, idx.view(-1, 1)).squeeze(1), n_tok_row):
         raise ValueError("mask lengths disagree with group_lengths[i, index[i]]: a sample's own "

@@ -79,6 +79,25 @@ class SchemaError(ValueError):
     pass
 
 
+def weighting_of(cfg: dict) -> dict:
+    """A run config's weighting as one flat dict ``{method, <the method's parameters>,
+    lambda_init, lambda_lr}``, from any layout a run folder may hold: the ``weighting:`` block
+    (reference trainer), the ``lgrpo:`` block (paper-scale configs before the trainer contract)
+    or flat top-level keys (reference runs before the contract). Absent keys stay absent."""
+    w = cfg.get("weighting")
+    if isinstance(w, dict):
+        out = {k: v for k, v in w.items() if k != "lambda"}
+        lam = w.get("lambda") or {}
+        out.update({f"lambda_{k}": v for k, v in lam.items()})
+        return out
+    if isinstance(cfg.get("lgrpo"), dict):
+        lg = cfg["lgrpo"]
+        out = {k: lg[k] for k in ("method", "r", "sigma", "alpha") if k in lg}
+        out.update({f"lambda_{k}": lg[k] for k in ("init", "lr") if k in lg})
+        return out
+    return {k: cfg[k] for k in ("method", "r", "sigma", "alpha", "lambda_init", "lambda_lr") if k in cfg}
+
+
 def validate_record(rec: dict) -> dict:
     """Check one metrics line against the schema; returns it unchanged. Extra keys are allowed."""
     missing = [k for k in REQUIRED if k not in rec]
@@ -312,6 +331,10 @@ class Run:
         import yaml
 
         return yaml.safe_load(self.config_path.read_text())
+
+    def weighting(self) -> dict:
+        """``weighting_of(self.config())``: the method and its settings, flat."""
+        return weighting_of(self.config() or {})
 
     def meta(self) -> dict:
         return json.loads(self.meta_path.read_text())

@@ -2,8 +2,9 @@
 
 ``synthetic_runs`` writes schema-valid runs through ``repro.runs`` (no training): it exercises
 every code path of the notebooks (several tasks, methods, seeds, recorded groups, evaluation
-scores) in well under a second. ``tiny_runs`` uses the reference trainer's ``tiny_run`` when the
-trainer and its committed checkpoint are present, and falls back to ``synthetic_runs``.
+scores) in well under a second. ``tiny_run`` trains one small real run with the reference
+trainer; ``tiny_runs`` uses it when the trainer and its committed checkpoint are present, and
+falls back to ``synthetic_runs``. (``tests/conftest.py`` offers ``tiny_run`` as a fixture.)
 """
 from __future__ import annotations
 
@@ -60,6 +61,24 @@ def synthetic_runs(root: str | Path, *, tasks=("sum", "budget"), methods=("grpo"
     return out
 
 
+def tiny_run(out_dir: str | Path, method: str = "lambda", steps: int = 4, seed: int = 0,
+             task: str = "sum", **params) -> Run:
+    """A small but valid run folder in a few seconds: P=2, G=4, 16 new tokens, a checkpoint at
+    the end, 16-problem held-out evaluation, and an in-training evaluation of 8 of those
+    problems at step 0 and every 2 steps. λ-GRPO uses r = 0.3 (visible λ movement); ``params``
+    are the method's own parameters (``repro.objective.METHODS[method].params``)."""
+    from repro.trainers.contract import WeightingConfig
+    from repro.trainers.reference import TrainConfig, train
+
+    if method == "lambda":
+        params = {"r": 0.3, **params}
+    cfg = TrainConfig(task=task, seed=seed, steps=steps, prompts_per_rollout=2, group_size=4,
+                      max_new_tokens=16, lr=1e-3, checkpoint_every=0, eval_problems=16,
+                      eval_every=2, eval_every_problems=8,
+                      weighting=WeightingConfig(method=method, params=params))
+    return train(cfg, out_dir, progress=False)
+
+
 def tiny_runs(root: str | Path, *, methods=("grpo", "dapo", "lambda"), seeds=(0, 1), steps: int = 4
               ) -> tuple[list[Run], str]:
     """Real tiny runs from the reference trainer if it can run here, else synthetic ones.
@@ -67,7 +86,7 @@ def tiny_runs(root: str | Path, *, methods=("grpo", "dapo", "lambda"), seeds=(0,
     import torch
 
     try:
-        from repro.trainers.reference import tiny_run
+        import repro.trainers.reference  # noqa: F401
     except ImportError:
         return synthetic_runs(root, methods=methods, seeds=seeds), "synthetic"
     threads = torch.get_num_threads()

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from repro import demo
-from repro.trainers.reference import TrainConfig, parse_overrides
+from repro.trainers.reference import load_cpu_config, parse_overrides
 
 
 def test_grid_is_36_cells_plus_12_baselines_seed_major():
@@ -15,24 +15,25 @@ def test_grid_is_36_cells_plus_12_baselines_seed_major():
     assert len(jobs) == 48 and len({j.name for j in jobs}) == 48
     lam = [j for j in jobs if j.method == "lambda"]
     assert len(lam) == 36
-    assert {(dict(j.overrides)["lambda_lr"], round(dict(j.overrides)["r"], 6)) for j in lam} == {
+    assert {(dict(j.overrides)["weighting.lambda.lr"], round(dict(j.overrides)["weighting.r"], 6)) for j in lam} == {
         (lr, round(r, 6)) for lr in (0.1, 1.0, 10.0) for r in (1 / 9, 1 / 3)}
     assert sorted((j.task, j.method) for j in jobs if j.method != "lambda") == sorted(
         [(t, m) for t in ("sum", "budget") for m in ("dapo", "grpo")] * 3)
     # first DAPO and the λ lr >= 1 cells seed by seed, then λ lr 0.1 and GRPO seed by seed
-    core = [j for j in jobs if j.method == "dapo" or dict(j.overrides).get("lambda_lr", 0) >= 1]
+    core = [j for j in jobs if j.method == "dapo" or dict(j.overrides).get("weighting.lambda.lr", 0) >= 1]
     assert jobs[:len(core)] == core and len(core) == 30
     for part in (core, jobs[len(core):]):
         assert [j.seed for j in part] == sorted(j.seed for j in part)
 
 
 def test_overrides_reach_the_saved_config_exactly(tmp_path):
-    job = next(j for j in demo.ablation_plan() if j.method == "lambda" and dict(j.overrides)["lambda_lr"] == 10.0
-               and math.isclose(dict(j.overrides)["r"], 1 / 3))
+    job = next(j for j in demo.ablation_plan() if j.method == "lambda" and dict(j.overrides)["weighting.lambda.lr"] == 10.0
+               and math.isclose(dict(j.overrides)["weighting.r"], 1 / 3))
     cmd = demo._cmd(tmp_path / job.name, job, {"eval_every": 25, "eval_problems": 1000}, resume=False)
     sets = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--set"]
-    cfg = TrainConfig.from_yaml(cmd[cmd.index("--config") + 1], parse_overrides(sets))
-    assert cfg.r == 1 / 3 and cfg.lambda_lr == 10.0 and cfg.seed == job.seed  # repr() round-trips
+    task, method = cmd[cmd.index("--task") + 1], cmd[cmd.index("--method") + 1]
+    cfg = load_cpu_config(task, method, parse_overrides(sets))
+    assert cfg.weighting.params.r == 1 / 3 and cfg.weighting.lambda_.lr == 10.0 and cfg.seed == job.seed  # repr() round-trips
     assert cfg.eval_every == 25 and cfg.eval_problems == 1000 and cfg.method == "lambda"
     cfg.validate()
 
@@ -64,12 +65,12 @@ def test_paired_difference_to_dapo():
 def test_finished_run_with_other_config_is_not_reused(tmp_path):
     from repro.runs import Run
 
-    job = demo.Job("sum_lambda_x_s0", "sum", "lambda", 0, (("lambda_lr", 10.0),))
+    job = demo.Job("sum_lambda_x_s0", "sum", "lambda", 0, (("weighting.lambda.lr", 10.0),))
     run = Run.create(tmp_path / job.name, {"task": "sum", "method": "lambda", "seed": 0, "lambda_lr": 0.1},
                      seed=0, method="lambda")
     (run.metrics_path).write_text("")
     run.mark_done({})
-    with pytest.raises(RuntimeError, match="lambda_lr"):
+    with pytest.raises(RuntimeError, match="weighting.lambda.lr"):
         demo.run_all(tmp_path, [job], {}, 1, 1)
 
 

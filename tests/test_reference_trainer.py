@@ -1,6 +1,7 @@
 """The CPU reference trainer, the synthetic task and the pretraining script (a few steps each)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -13,14 +14,27 @@ import torch
 from repro.runs import REQUIRED, Run, validate_record
 from repro.tasks import arith
 from repro.trainers import reference
+from repro.trainers.contract import WeightingConfig
 from repro.trainers.reference import TrainConfig, train
 
 TINY = dict(steps=4, prompts_per_rollout=2, group_size=4, max_new_tokens=16, checkpoint_every=0,
             eval_problems=8, r=0.3, threads=1)
 
 
+def _tc(method: str = "lambda", **kw) -> TrainConfig:
+    """TrainConfig with the weighting given flat: method, its parameters (others dropped, so
+    TINY's r reaches only λ-GRPO) and lambda_lr / lambda_init."""
+    from repro import objective as obj
+
+    lam = {k: kw.pop(f"lambda_{k}") for k in ("init", "lr") if f"lambda_{k}" in kw}
+    flat = {k: kw.pop(k) for k in ("r", "sigma", "alpha") if k in kw}
+    m = obj.get_method(method)
+    params = {k: v for k, v in flat.items() if k in {f.name for f in dataclasses.fields(m.params)}}
+    return TrainConfig(**kw, weighting=WeightingConfig(method=method, params=params, lambda_=lam))
+
+
 def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{**TINY, **kw})
+    return _tc(**{**TINY, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +173,7 @@ def test_resume_reproduces_next_steps(tmp_path):
         assert x == y
     wa = torch.load(full.checkpoints_dir / "step_000004" / "trainer_state.pt", weights_only=False)
     wb = torch.load(resumed.checkpoints_dir / "step_000004" / "trainer_state.pt", weights_only=False)
-    assert torch.equal(wa["lambda"]["lambda"], wb["lambda"]["lambda"])
+    assert wa["lambda"]["lambda"] == wb["lambda"]["lambda"]  # the contract's λ state: a float
     assert [g["step"] for g in resumed.groups()] == [g["step"] for g in full.groups()]
 
 
@@ -182,14 +196,14 @@ def test_bad_configs_get_clear_errors(tmp_path, kw, exc, words):
 
 def test_unknown_yaml_key_is_rejected(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("method: dapo\nlearning_rate: 1e-3\n")
+    p.write_text("weighting: {method: dapo}\nlearning_rate: 1e-3\n")
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_yaml(p)
 
 
 def test_yaml_numbers_without_dot_are_numbers(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("method: dapo\nlr: 1e-4\nsteps: 3\n")  # YAML 1.1 reads 1e-4 as a string
+    p.write_text("weighting: {method: dapo}\nlr: 1e-4\nsteps: 3\n")  # YAML 1.1 reads 1e-4 as a string
     cfg = TrainConfig.from_yaml(p)
     assert cfg.lr == 1e-4 and isinstance(cfg.lr, float)
     p.write_text("lr: fast\n")
@@ -197,18 +211,39 @@ def test_yaml_numbers_without_dot_are_numbers(tmp_path):
         TrainConfig.from_yaml(p)
 
 
-def test_shipped_configs_load():
-    from pathlib import Path
+def test_each_resolved_cpu_config_computes_the_method_its_name_says():
+    """base + tasks/<task> + methods/<method>: the resolved config trains that task with that
+    method's weights (checked on one group against the formulas written out here)."""
+    from repro import config as layers
 
-    files = sorted((Path(reference.__file__).parent.parent / "configs" / "cpu").glob("*.yaml"))
-    assert len(files) >= 10
-    for f in files:
-        cfg = TrainConfig.from_yaml(f).validate()
-        assert f.stem == f"{cfg.task}_{cfg.method}"
+    assert layers.cpu_tasks() == ["budget", "sum"]
+    assert layers.cpu_methods() == sorted(["grpo", "dapo", "dr_grpo", "lambda", "delta_l"])
+    lens = torch.tensor([[3.0, 5.0, 8.0, 12.0]], dtype=torch.float64)
+    mu = float(lens.mean())
+    z = (lens - mu) / lens.std()
+    expect = {"grpo": mu / lens, "dapo": torch.ones_like(lens), "dr_grpo": torch.full_like(lens, mu),
+              "delta_l": 4 * (1 / lens) / (1 / lens).sum(),
+              "lambda": 4 * torch.softmax((1 + z / 9) ** 0.7, dim=-1)}
+    for task in layers.cpu_tasks():
+        for method in layers.cpu_methods():
+            cfg = reference.load_cpu_config(task, method).validate()
+            assert (cfg.task, cfg.method) == (task, method)
+            assert cfg.adv_scale == ("none" if method == "dr_grpo" else "std")
+            f = cfg.weighting.weighting.weights(lens, lam=0.7)
+            assert torch.allclose(f, expect[method], rtol=1e-12), (task, method)
+            assert cfg.weighting.learnable == (method == "lambda")
+            assert (cfg.weighting.lambda_.init, cfg.weighting.lambda_.lr) == (0.0, 0.1)
+    cfg = reference.load_cpu_config("sum", "lambda", {"weighting.lambda.lr": 10, "weighting.r": "1/3",
+                                                      "steps": 6})
+    assert cfg.weighting.lambda_.lr == 10.0 and cfg.weighting.params.r == 1 / 3 and cfg.steps == 6
+    with pytest.raises(ValueError, match="takes parameters"):
+        reference.load_cpu_config("sum", "dapo", {"weighting.r": 0.2})  # dapo has no r
+    with pytest.raises(ValueError, match="no task"):
+        reference.load_cpu_config("nope", "dapo")
 
 
-def test_tiny_run_is_a_valid_run(tmp_path):
-    run = reference.tiny_run(tmp_path / "t", method="dapo", steps=2, seed=3)
+def test_tiny_run_is_a_valid_run(tmp_path, tiny_run):
+    run = tiny_run(tmp_path / "t", method="dapo", steps=2, seed=3)
     assert Run(run.path).meta()["seed"] == 3 and len(run.metrics()) == 2
     assert json.loads((run.path / "DONE").read_text())["steps"] == 2
 
@@ -275,7 +310,7 @@ def test_r_one_third_keeps_h_positive_for_g8():
     from repro import objective as obj
 
     G = 8
-    TrainConfig(method="lambda", r=1 / 3, group_size=G, prompts_per_rollout=16).validate()
+    _tc(method="lambda", r=1 / 3, group_size=G, prompts_per_rollout=16).validate()
     # the most extreme groups: one response far from seven equal ones (Samuelson's bound)
     for lengths, sign in (([1.0] * 7 + [500.0], +1), ([500.0] * 7 + [1.0], -1)):
         x = torch.tensor([lengths], dtype=torch.float64)
@@ -289,7 +324,7 @@ def test_r_one_third_keeps_h_positive_for_g8():
     with pytest.raises(ValueError, match="h = 1 \\+ r\\*z <= 0"):
         obj.eq14_h(x, 0.41)  # the short outlier: 1 − 0.41 · 2.475 < 0
     with pytest.raises(ValueError, match="can make h"):
-        TrainConfig(method="lambda", r=0.41, group_size=G).validate()
+        _tc(method="lambda", r=0.41, group_size=G).validate()
 
 
 def test_same_seed_gives_dapo_and_lambda_the_same_first_rollout(runs):

@@ -1,9 +1,13 @@
 """The reference RL trainer: one process, one file, written to be read.
 
-    python -m repro.trainers.reference --config repro/configs/cpu/sum_lambda.yaml --out runs/x
-    python -m repro.trainers.reference --config ... --out runs/x --resume   # continue from latest
-    python -m repro.trainers.reference --config ... --out runs/x --set steps=20 --set seed=1
-    python -m repro.trainers.reference --config ... --out runs/x --tensorboard  # + TensorBoard events
+    python -m repro.trainers.reference --task sum --method lambda --out runs/x
+    python -m repro.trainers.reference --task sum --method lambda --out runs/x --resume   # continue
+    python -m repro.trainers.reference ... --out runs/x --set steps=20 --set weighting.lambda.lr=10
+    python -m repro.trainers.reference ... --out runs/x --tensorboard  # + TensorBoard events
+    python -m repro.trainers.reference --config runs/x/config.yaml --out runs/y   # rerun a config
+
+The config is ``repro/configs/cpu/base.yaml`` + ``tasks/<task>.yaml`` + ``methods/<method>.yaml``
++ ``--set`` (``load_cpu_config``; dotted keys reach into ``weighting:``).
 
 One step of the loop (every piece of math comes from ``repro.objective``; nothing is re-derived):
 
@@ -41,15 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm import tqdm
 
-from repro.objective import (METHODS, SCOPES, SIGMA_CONVENTIONS, LearnableLambda,
-                             eq3_group_advantages, policy_loss, step_denominator,
-                             within_group_cov)
-from repro.reward import CORRECT, reward
+from repro import config as layers
+from repro.objective import PAPER_R, SCOPES, eq3_group_advantages, step_denominator
+from repro.reward import reward
 from repro.runs import Run, write_json_atomic, write_text_atomic
 from repro.tasks.arith import classify_style, get_variant, sample_problems
+from repro.trainers.contract import (GroupInfo, WeightingConfig, WeightingState, metrics_record,
+                                     rollout_stats)
 from repro.trainers.rollout import ASSET_DIR, evaluate, generate, load_policy, save_policy
 
 
@@ -58,7 +62,6 @@ from repro.trainers.rollout import ASSET_DIR, evaluate, generate, load_policy, s
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class TrainConfig:
-    method: str = "lambda"  # grpo | dapo | dr_grpo | lambda | delta_l
     task: str = "sum"  # task variant: sum (verbosity helps) | budget (verbosity hurts)
     init_checkpoint: str = ""  # "" = the committed checkpoint repro/assets/tiny-sum
     seed: int = 0
@@ -77,11 +80,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     scope: str = "group"  # Eq. 7 as written; 'batch' = one token mean over the step
     adv_scale: str = "std"  # 'none' for Dr.GRPO
-    r: float = 1 / 9  # λ-GRPO reducer (paper: 1/9)
-    sigma: str = "sample"
-    alpha: float = 1.0  # ΔL exponent
-    lambda_init: float = 0.0
-    lambda_lr: float = 0.1
+    # the method, its parameters and λ's SGD (repro.trainers.contract.WeightingConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
     checkpoint_every: int = 50  # steps; 0 = only at the end
     eval_every: int = 0  # steps; 0 = only at the end. >0: greedy eval of the first
     eval_every_problems: int = 200  # held-out problems at step 0 and every eval_every steps
@@ -93,31 +93,25 @@ class TrainConfig:
     record_groups: int = 2  # whole groups per step written to groups.jsonl (Eq. 20 on real data)
     notes: str = field(default="")
 
+    @property
+    def method(self) -> str:
+        return self.weighting.method
+
     def validate(self) -> "TrainConfig":
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; known: {sorted(METHODS)}")
         get_variant(self.task)
         if self.group_size < 2:
             raise ValueError(f"group_size G = {self.group_size}: group-relative advantages and "
                              f"weights need G >= 2")
-        if not (isinstance(self.r, (int, float)) and math.isfinite(self.r) and self.r > 0):
-            raise ValueError(f"r must be a finite number > 0, got {self.r!r}")
-        G = self.group_size
-        if self.method == "lambda" and self.r * (G - 1) / math.sqrt(G) >= 1:
-            raise ValueError(f"r = {self.r} with G = {G} can make h = 1 + r*z <= 0 "
-                             f"(|z| can reach {(G - 1) / math.sqrt(G):.3f}); use r < "
-                             f"{math.sqrt(G) / (G - 1):.4f}")
+        self.weighting.weighting.check_group_size(self.group_size)  # e.g. λ-GRPO's r vs G
         for name in ("steps", "prompts_per_rollout", "ppo_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.lambda_lr > 0 or not self.temperature > 0:
-            raise ValueError("lr, lambda_lr and temperature must be > 0")
+        if not self.lr > 0 or not self.temperature > 0:
+            raise ValueError("lr and temperature must be > 0")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.adv_scale not in ("std", "none"):
             raise ValueError(f"adv_scale must be 'std' or 'none', got {self.adv_scale!r}")
-        if self.sigma not in SIGMA_CONVENTIONS:
-            raise ValueError(f"sigma must be one of {SIGMA_CONVENTIONS}, got {self.sigma!r}")
         if self.checkpoint_every < 0 or self.checkpoint_every % self.ppo_epochs:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be >= 0 and a "
                              f"multiple of ppo_epochs ({self.ppo_epochs}): checkpoints fall on "
@@ -152,6 +146,9 @@ class TrainConfig:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
         out = {}
         for k, v in d.items():
+            if k == "weighting":
+                out[k] = v if isinstance(v, WeightingConfig) else WeightingConfig.from_dict(v)
+                continue
             typ = type(known[k].default)
             if typ is float and isinstance(v, (int, str)) and not isinstance(v, bool):
                 try:
@@ -165,19 +162,23 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "TrainConfig":
-        d = yaml.safe_load(Path(path).read_text()) or {}
-        d.update(overrides or {})
-        return cls.from_dict(d)
+        """One complete YAML file (e.g. a run's ``config.yaml``) plus overrides."""
+        return cls.from_dict(layers.compose([path], overrides))
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain data (what the run folder's config.yaml holds)."""
+        d = dataclasses.asdict(self)
+        d["weighting"] = self.weighting.to_dict()
+        return d
 
 
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise ValueError(f"--set expects key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+def load_cpu_config(task: str, method: str, overrides: dict | None = None) -> TrainConfig:
+    """The CPU config of (task, method): ``repro/configs/cpu/base.yaml`` + ``tasks/<task>.yaml`` +
+    ``methods/<method>.yaml`` + ``overrides`` (keys may be dotted: ``weighting.lambda.lr``)."""
+    return TrainConfig.from_dict(layers.compose(layers.cpu_layers(task, method), overrides))
+
+
+parse_overrides = layers.parse_overrides
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,13 +203,13 @@ def response_logp(model, ro, with_entropy: bool = False):
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
-def save_checkpoint(run: Run, model, tok, opt, lam: LearnableLambda, step: int, rollout: int,
+def save_checkpoint(run: Run, model, tok, opt, ws: WeightingState, step: int, rollout: int,
                     elapsed: float) -> Path:
     final = run.checkpoint_dir(step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_policy(model, tok, tmp)
-    torch.save({"optimizer": opt.state_dict(), "lambda": lam.state_dict(), "step": step,
+    torch.save({"optimizer": opt.state_dict(), "lambda": ws.state_dict(), "step": step,
                 "rollout": rollout, "elapsed": elapsed}, tmp / "trainer_state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -229,10 +230,6 @@ def latest_checkpoint(run: Run) -> Path | None:
 # ----------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------
-def _std(x: torch.Tensor) -> float:
-    return float(x.std()) if x.numel() > 1 else 0.0
-
-
 def _tensorboard_writer(run: Run, step: int):
     """TensorBoard event files in ``<run>/tensorboard/`` (torch's ``SummaryWriter``, which needs
     the ``tensorboard`` package). On a resume, events after ``step`` are purged."""
@@ -268,7 +265,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     if cfg.kl_coef > 0:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lam = LearnableLambda(init=cfg.lambda_init, lr=cfg.lambda_lr)
+    ws = WeightingState(cfg.weighting)  # the method, λ and its SGD, the f statistics
     step = rollout = 0
     elapsed0 = 0.0
     ckpt = latest_checkpoint(run) if resume else None
@@ -281,13 +278,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
         opt.load_state_dict(state["optimizer"])
-        lam.load_state_dict(state["lambda"])
+        ws.load_state_dict(state["lambda"])
         step, rollout, elapsed0 = state["step"], state["rollout"], state["elapsed"]
         run.truncate_metrics(step)
     else:
         if run.metrics_path.exists():
             raise FileExistsError(f"{run.metrics_path} exists: use --resume or a new --out")
-        run = Run.create(out_dir, dataclasses.asdict(cfg), seed=cfg.seed, method=cfg.method,
+        run = Run.create(out_dir, cfg.to_dict(), seed=cfg.seed, method=cfg.method,
                          extra_meta={"task": cfg.task, "trainer": "repro.trainers.reference",
                                      "init_checkpoint": cfg.checkpoint_path})
     tb = _tensorboard_writer(run, step) if tensorboard else None
@@ -326,60 +323,45 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                                 for i, t in enumerate(ro.texts)]).view(P, G)
         adv = eq3_group_advantages(rewards, scale=cfg.adv_scale)
         lengths = ro.lengths.view(P, G).float()
-        group_lengths = lengths.repeat_interleave(G, dim=0)  # each sample carries its group
-        index = torch.arange(B) % G
+        info = GroupInfo.from_groups(lengths)  # each sample carries its group's lengths
         denom = step_denominator(cfg.scope, lengths)
         mask = ro.response_mask
         with torch.no_grad():
             old_logp, _ = response_logp(model, ro)
             ref_logp = response_logp(ref, ro)[0] if ref is not None else None
-        len_adv_cov = float(within_group_cov(lengths, adv).mean())
+        stats = rollout_stats(rewards, lengths, adv, ro.truncated)
         styles = [classify_style(t) for t in ro.texts]
         # 4. PPO epochs: one optimizer step each -------------------------------------------
         for epoch in range(cfg.ppo_epochs):
             if step >= cfg.steps:
                 break
             logp, ent = response_logp(model, ro, with_entropy=True)
-            out = policy_loss(
-                logp, old_logp, adv.reshape(-1), mask, group_lengths, index,
-                method=cfg.method, denominator=denom, scope=cfg.scope,
-                lam=lam.param if cfg.method == "lambda" else 0.0, r=cfg.r, alpha=cfg.alpha,
-                sigma=cfg.sigma, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
-                ref_logp=ref_logp, kl_coef=cfg.kl_coef,
-                entropy=ent if cfg.entropy_coef else ent.detach(), entropy_coef=cfg.entropy_coef)
+            out = ws.loss(  # repro.objective.policy_loss with the method's f and λ
+                logp, old_logp, adv.reshape(-1), mask, info, denominator=denom, scope=cfg.scope,
+                clip_low=cfg.clip_low, clip_high=cfg.clip_high, ref_logp=ref_logp,
+                kl_coef=cfg.kl_coef, entropy=ent if cfg.entropy_coef else ent.detach(),
+                entropy_coef=cfg.entropy_coef)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(
                 model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
             opt.step()
-            lam_used = lam.value  # the λ this step's weights were computed with
-            lam_grad = lam.step() if cfg.method == "lambda" else None
+            lam_used = ws.value  # the λ this step's weights were computed with
+            lam_grad = ws.step()  # λ's SGD step (None for a fixed-weight method)
             step += 1
             L = out.surrogate_sums.view(P, G)
             for g in range(min(cfg.record_groups, P)):
-                run.log_group(step=step, lam=lam_used, r=cfg.r, lengths=lengths[g].tolist(),
-                              L=L[g].tolist(), method=cfg.method, sigma=cfg.sigma)
+                run.log_group(step=step, lam=lam_used, r=getattr(ws.weighting.params, "r", PAPER_R),
+                              lengths=lengths[g].tolist(), L=L[g].tolist(), method=cfg.method,
+                              sigma=getattr(ws.weighting.params, "sigma", "sample"))
             # 5. metrics -------------------------------------------------------------------
-            f = out.weights
-            rec = {
-                "step": step, "rollout": rollout, "method": cfg.method,
-                "lambda": lam.value, "lambda_grad": lam_grad,
-                "f_mean": float(f.mean()), "f_std": _std(f), "f_min": float(f.min()),
-                "f_max": float(f.max()),
-                "reward_mean": float(rewards.mean()),
-                "accuracy": float((rewards == CORRECT).float().mean()),
-                "response_length_mean": float(lengths.mean()),
-                "response_length_max": float(lengths.max()),
-                "truncated_rate": float(ro.truncated.float().mean()),
-                "len_adv_cov": len_adv_cov,
-                "entropy": float(out.entropy) if out.entropy is not None else None,
-                "kl": float(out.kl) if out.kl is not None else None,
-                "clip_ratio": float(out.clip_fraction), "grad_norm": grad_norm,
-                "time_s": time.time() - t0,
+            rec = metrics_record(
+                step=step, rollout=rollout, method=cfg.method, lam=ws.value, lam_grad=lam_grad,
+                f=ws.pop_fstats(), stats=stats, time_s=time.time() - t0,
+                entropy=out.entropy, kl=out.kl, clip_ratio=out.clip_fraction, grad_norm=grad_norm,
                 # extras (allowed by the schema): the task's style mix and the epoch
-                "task": cfg.task, "ppo_epoch": epoch, "loss": float(out.loss.detach()),
-                **{f"style_{s}": styles.count(s) / B for s in ("direct", "terse", "verbose", "other")},
-            }
+                extras={"task": cfg.task, "ppo_epoch": epoch, "loss": float(out.loss.detach()),
+                        **{f"style_{s}": styles.count(s) / B for s in ("direct", "terse", "verbose", "other")}})
             if cfg.eval_every and step % cfg.eval_every == 0:
                 ev = periodic_eval(step)
                 rec["eval_accuracy"] = ev["accuracy"]
@@ -390,10 +372,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             bar.set_postfix(acc=f"{rec['accuracy']:.2f}", len=f"{rec['response_length_mean']:.1f}",
                             lam=f"{rec['lambda']:.3f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(run, model, tok, opt, lam, step, rollout, time.time() - t0)
+            save_checkpoint(run, model, tok, opt, ws, step, rollout, time.time() - t0)
     bar.close()
-    save_checkpoint(run, model, tok, opt, lam, step, rollout, time.time() - t0)
-    summary = {"steps": step, "rollouts": rollout, "lambda": lam.value,
+    save_checkpoint(run, model, tok, opt, ws, step, rollout, time.time() - t0)
+    summary = {"steps": step, "rollouts": rollout, "lambda": ws.value,
                "wall_s": round(time.time() - t0, 1)}
     if cfg.eval_problems:
         ev = evaluate(model, tok, eval_set[:cfg.eval_problems], max_new_tokens=cfg.budget)
@@ -418,20 +400,12 @@ def write_eval(run: Run, ev: dict, cfg: TrainConfig) -> None:
     write_text_atomic(run.eval_dir / "scores.csv", ",".join(cols) + "\n" + ",".join(row) + "\n")
 
 
-def tiny_run(out_dir: str | Path, method: str = "lambda", steps: int = 4, seed: int = 0,
-             task: str = "sum") -> Run:
-    """A small but valid run folder in a few seconds (for other modules' tests): P=2, G=4,
-    16 new tokens, a checkpoint at the end, 16-problem held-out evaluation, and an in-training
-    evaluation of 8 of those problems at step 0 and every 2 steps."""
-    cfg = TrainConfig(method=method, task=task, seed=seed, steps=steps, prompts_per_rollout=2,
-                      group_size=4, max_new_tokens=16, lr=1e-3, checkpoint_every=0,
-                      eval_problems=16, r=0.3, eval_every=2, eval_every_problems=8)
-    return train(cfg, out_dir, progress=False)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="YAML file (keys of TrainConfig)")
+    ap.add_argument("--task", help="CPU config: repro/configs/cpu/tasks/<task>.yaml (with --method)")
+    ap.add_argument("--method", help="CPU config: repro/configs/cpu/methods/<method>.yaml (with --task)")
+    ap.add_argument("--config", help="instead of --task/--method: one complete YAML file (keys of "
+                                     "TrainConfig), e.g. a run's config.yaml")
     ap.add_argument("--out", required=True, help="run folder")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key (repeatable)")
@@ -441,7 +415,11 @@ def main(argv=None) -> None:
                     help="also write TensorBoard event files to <out>/tensorboard/ "
                          "(view: tensorboard --logdir <out>)")
     a = ap.parse_args(argv)
-    cfg = TrainConfig.from_yaml(a.config, parse_overrides(a.set))
+    if (a.config is None) == (a.task is None or a.method is None) or (a.config and (a.task or a.method)):
+        ap.error("give --task and --method, or --config")
+    overrides = parse_overrides(a.set)
+    cfg = (TrainConfig.from_yaml(a.config, overrides) if a.config
+           else load_cpu_config(a.task, a.method, overrides))
     run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress, tensorboard=a.tensorboard)
     print(f"done: {run.path} {(run.path / 'DONE').read_text().strip()}")
 
