@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 # (per-device batch, accumulation, steps_per_generation): 8 samples per step = 2 groups of G = 4
 LAYOUTS = {"8x1": (8, 1, 1), "4x2": (4, 2, 2), "2x4": (2, 4, 4), "2x4-spg2": (2, 4, 2)}
-METHOD_PARAMS = {"lambda": ["lgrpo.init=0.7", "lgrpo.r=0.3"], "delta_l": ["lgrpo.alpha=1.0"]}
+METHOD_PARAMS = {"lambda": ["weighting.lambda.init=0.7", "weighting.r=0.3"], "delta_l": ["weighting.alpha=0.5"]}
 
 
 def _check_step(tmp_path, method, layout, seed=0):
@@ -28,21 +28,21 @@ def _check_step(tmp_path, method, layout, seed=0):
     tr.train()
     assert tr.state.global_step == 1
     assert len(tr.rec_batches) == ga // spg  # generation batches in the step
-    w = tr.lgrpo
+    ws = tr.lgrpo  # the contract's WeightingState
     d = step_data(tr.rec_batches, tr.rec_rewards, G=4)
     assert d["lengths"].shape == (2, 4)
     adv_scale = "none" if method == "dr_grpo" else "std"
-    lam0 = w.init if w.learnable else 0.0
-    want = independent_model_grads(tr.rec_start_model, d, method=method, lam=lam0, r=w.r, alpha=w.alpha,
-                                   adv_scale=adv_scale)
+    lam0 = ws.cfg.lambda_.init if ws.learnable else 0.0
+    want = independent_model_grads(tr.rec_start_model, d, weighting=ws.weighting, lam=lam0, adv_scale=adv_scale)
     got = tr.rec.grads[0]
     assert max_rel_diff(got, want) < 2e-5, (method, layout)
     rec = tr.lgrpo_records[0]
     assert rec["step"] == 1 and rec["method"] == method
-    if w.learnable:
-        g = independent_lambda_grad(d, lam=lam0, r=w.r, adv_scale=adv_scale)
+    if ws.learnable:
+        p = ws.weighting.params
+        g = independent_lambda_grad(d, lam=lam0, r=p.r, sigma=p.sigma, adv_scale=adv_scale)
         assert tr.rec_lambda_grads[0] == pytest.approx(g, rel=1e-5, abs=1e-9)
-        assert rec["lambda"] == pytest.approx(lam0 - w.lr * g, rel=1e-5, abs=1e-7)
+        assert rec["lambda"] == pytest.approx(lam0 - ws.cfg.lambda_.lr * g, rel=1e-5, abs=1e-7)
     else:
         assert rec["lambda_grad"] is None and rec["lambda"] == 0.0
     return tr

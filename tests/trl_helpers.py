@@ -119,8 +119,7 @@ def independent_lambda_grad(d, *, lam: float, r: float, adv_scale: str, sigma: s
 
 
 @torch.enable_grad()
-def independent_model_grads(model, d, *, method: str, lam: float, r: float, alpha: float, adv_scale: str,
-                            sigma: str = "sample", temperature: float = 1.0) -> dict:
+def independent_model_grads(model, d, *, weighting, lam: float, adv_scale: str, temperature: float = 1.0) -> dict:
     """The model gradient of ``policy_loss(scope='group')`` over the whole step, in one batch."""
     model = copy.deepcopy(model).train().requires_grad_(True)
     model.zero_grad(set_to_none=True)
@@ -134,9 +133,8 @@ def independent_model_grads(model, d, *, method: str, lam: float, r: float, alph
     adv = eq3_group_advantages(d["rewards"], scale=adv_scale).reshape(-1)
     gl = d["lengths"].repeat_interleave(G, 0)
     idx = torch.arange(N) % G
-    out = policy_loss(logp, logp.detach(), adv, d["completion_mask"], gl, idx, method=method,
-                      denominator=step_denominator("group", d["lengths"]), scope="group", lam=lam,
-                      r=r, alpha=alpha, sigma=sigma)
+    out = policy_loss(logp, logp.detach(), adv, d["completion_mask"], gl, idx, method=weighting,
+                      denominator=step_denominator("group", d["lengths"]), scope="group", lam=lam)
     out.loss.backward()
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 

@@ -1,6 +1,6 @@
 """Which TRL 1.16.0 options keep Eq. 7 exact, and a clear error for each one that does not.
 
-``check_config(args, weighting)`` looks at a ``trl.GRPOConfig`` before the trainer is built;
+``check_config(args, weighting)`` (a ``repro.trainers.contract.WeightingConfig``) looks at a ``trl.GRPOConfig`` before the trainer is built;
 ``check_trainer(trainer)`` at what the built trainer holds (reward functions, tools, vLLM);
 ``check_window(args, n_prompts)`` at the prompt count when training starts. Each returns the
 problems as sentences (empty: fine); ``LambdaGRPOTrainer`` raises ``ValueError`` with all of them.
@@ -13,8 +13,6 @@ of the optimizer step, as long as every optimizer step holds GA equal micro-batc
 distinct generation batches. The checks below keep those conditions.
 """
 from __future__ import annotations
-
-from repro.objective import max_abs_z
 
 SUPPORTED_LOSS = "dr_grpo"
 SCALE_REWARDS = {"group": "std", "none": "none"}  # TRL scale_rewards -> Eq. 3 scale
@@ -72,10 +70,12 @@ def check_config(args, weighting) -> list[str]:
     if str(getattr(args, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO"):
         p.append(f"eval_strategy={args.eval_strategy!r}: TRL's in-training evaluation computes a loss "
                  "without the group information; evaluate checkpoints with `python -m repro.eval`")
-    if weighting.learnable and weighting.r * max_abs_z(G, weighting.sigma) >= 1:
-        p.append(f"lgrpo.r={weighting.r} with num_generations G={G} can make h = 1 + r*z <= 0 "
-                 f"(|z| can reach {max_abs_z(G, weighting.sigma):.3f}); use r < "
-                 f"{1 / max_abs_z(G, weighting.sigma):.4f}")
+    check_group = getattr(weighting.params, "check_group_size", None)  # the method's own (r, G) check
+    if check_group is not None:
+        try:
+            check_group(G)
+        except ValueError as e:
+            p.append(f"weighting with num_generations G={G}: {e}")
     return p
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from repro.reward import CORRECT, NO_BOX, reward
+from repro.reward import NO_BOX, reward
 
 log = logging.getLogger("repro.trainers.trl.reward")
 
@@ -71,7 +71,3 @@ class PaperReward:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
-
-
-def is_correct(r: float) -> bool:
-    return r == CORRECT

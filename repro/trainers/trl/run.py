@@ -1,21 +1,21 @@
 """One TRL run from a YAML config: ``python -m repro.trainers.trl --config C --out RUN``.
 
-    python -m repro.trainers.trl --config repro/configs/trl/tiny-sum-cpu.yaml --out runs/trl-sum
-    python -m repro.trainers.trl --config ... --out runs/x --method dapo --set trl.max_steps=5
-    python -m repro.trainers.trl --config ... --out runs/x --resume     # from the newest checkpoint
-    python -m repro.trainers.trl --config ... --out runs/x --dry-run    # resolved config + machine check
+    python -m repro.trainers.trl --config repro/configs/trl/tiny-sum-cpu.yaml --method lambda --out runs/trl-sum
+    python -m repro.trainers.trl --config ... --method dapo --out runs/x --set trl.max_steps=5
+    python -m repro.trainers.trl --config ... --method lambda --out runs/x --resume   # newest checkpoint
+    python -m repro.trainers.trl --config ... --method lambda --out runs/x --dry-run  # config + machine check
 
-Config layout (``repro/configs/trl/``): ``lgrpo:`` the package's weighting (as in the paper
-configs), ``trl:`` ``trl.GRPOConfig`` keyword arguments verbatim, ``model:`` / ``peft:`` /
-``reward:`` / ``data:`` the rest, ``method_overrides:`` what changes per method (merged over the
-rest when ``--method`` or ``method:`` picks one). The run folder follows ``repro.runs``:
+Config layout (``repro/configs/trl/``): a recipe file (every setting once) plus
+``methods/<method>.yaml`` (the method's layer), composed by ``repro.config``. Sections:
+``weighting:`` the trainer contract's block (method, its parameters, ``lambda: {init, lr}``),
+``trl:`` ``trl.GRPOConfig`` keyword arguments verbatim, ``model:`` / ``peft:`` / ``reward:`` /
+``data:`` / ``machine:`` the rest. The run folder follows ``repro.runs``:
 config.yaml, meta.json, metrics.jsonl (one line per optimizer step), checkpoints/checkpoint-N
 (TRL's, plus lgrpo_state.pt), tensorboard/ (TRL's own reporting), final/ (the trained model).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import json
 import os
@@ -32,40 +32,21 @@ TRL_VERSION = "1.16.0"
 # ----------------------------------------------------------------------------------------------
 # config
 # ----------------------------------------------------------------------------------------------
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
+def load_config(path: str | Path, method: str, sets: list[str] = ()) -> dict:
+    """``path`` (a recipe: every setting once), then ``methods/<method>.yaml`` beside it (the
+    method's ``weighting:`` block and what else it changes), then ``--set`` values (dotted keys,
+    ``weighting.lambda.lr=10``); composed by ``repro.config``."""
+    from repro.config import compose, parse_overrides
 
-
-def set_dotted(cfg: dict, key: str, value) -> None:
-    *path, last = key.split(".")
-    d = cfg
-    for p in path:
-        if not isinstance(d.get(p), dict):
-            raise KeyError(f"--set {key}: {p!r} is not a section of the config")
-        d = d[p]
-    d[last] = value
-
-
-def load_config(path: str | Path, method: str | None = None, sets: list[str] = ()) -> dict:
-    """The config of ``path`` with the chosen method's overrides merged in, then ``--set`` values."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    overrides = raw.pop("method_overrides", {}) or {}
-    method = method or raw.get("method") or raw.get("lgrpo", {}).get("method")
-    if not method:
-        raise ValueError(f"{path}: no method (set `method:` or pass --method)")
-    cfg = deep_merge(raw, overrides.get(method, {}))
-    cfg["method"] = method
-    cfg.setdefault("lgrpo", {})["method"] = method
+    path = Path(path)
+    layer = path.parent / "methods" / f"{method}.yaml"
+    if not layer.is_file():
+        known = sorted(p.stem for p in (path.parent / "methods").glob("*.yaml"))
+        raise ValueError(f"no method {method!r} in {layer.parent} (known: {known})")
+    cfg = compose([path, layer], parse_overrides(list(sets)))
+    cfg["method"] = cfg["weighting"]["method"]
     if "name" in cfg:
-        cfg["name"] = cfg["name"].format(method=method)
-    for item in sets:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        set_dotted(cfg, k.strip(), yaml.safe_load(v))
+        cfg["name"] = cfg["name"].format(method=cfg["method"])
     return cfg
 
 
@@ -153,11 +134,11 @@ def build_trainer(cfg: dict, run_dir: Path, run=None, *, model=None, tokenizer=N
     """The configured ``LambdaGRPOTrainer`` (or subclass ``cls``); model and rows can be passed in."""
     from datasets import Dataset
 
-    from repro.trainers.trl.contract_adapter import Weighting
+    from repro.trainers.contract import WeightingConfig
     from repro.trainers.trl.reward import PaperReward
     from repro.trainers.trl.trainer import LambdaGRPOTrainer
 
-    weighting = Weighting.from_dict(cfg["lgrpo"])
+    weighting = WeightingConfig.from_dict(cfg["weighting"])
     args = grpo_config(cfg, run_dir)
     if model is None:
         model, tokenizer = load_model(cfg)
@@ -281,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", required=True, help="run folder")
-    ap.add_argument("--method", default=None, help="grpo | dapo | dr_grpo | lambda | delta_l")
+    ap.add_argument("--method", required=True, help="a file of methods/ beside the config: grpo | dapo | dr_grpo | lambda | delta_l")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="print the resolved config and the machine check")
@@ -295,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dry_run(cfg: dict, *, gpu: bool) -> int:
-    from repro.trainers.trl.contract_adapter import Weighting
+    from repro.trainers.contract import WeightingConfig
 
     print(f"# DRY RUN: {cfg.get('name', cfg['method'])} (nothing is started)")
     problems = machine_problems(cfg, gpu=gpu)
@@ -304,7 +285,7 @@ def dry_run(cfg: dict, *, gpu: bool) -> int:
         print(f"- {p}")
     print("### resolved config")
     print(yaml.safe_dump(cfg, sort_keys=False).rstrip())
-    Weighting.from_dict(cfg["lgrpo"])
+    weighting = WeightingConfig.from_dict(cfg["weighting"])
     if importlib.util.find_spec("trl") is not None:
         from repro.trainers.trl.options import check_config
 
@@ -313,7 +294,7 @@ def dry_run(cfg: dict, *, gpu: bool) -> int:
         except (TypeError, ValueError) as e:
             print(f"### trl.GRPOConfig: REFUSED ({e})")
             return 2
-        refused = check_config(args, Weighting.from_dict(cfg["lgrpo"]))
+        refused = check_config(args, weighting)
         print("### λ-seam checks: " + ("ok" if not refused else "REFUSED"))
         for p in refused:
             print(f"- {p}")

@@ -11,7 +11,7 @@ Seams
    to the output each local sample's whole-group lengths and its position in the group
    (``lgrpo_group_lengths``, ``lgrpo_group_pos``). TRL's shuffle and split of the generation batch
    (L1543-1544) act on dim 0 of every tensor, so the rows stay aligned. The advantages are
-   replaced by the package's Eq. 3 (``group_advantages``: sample std, ε = 1e-6; TRL's own use
+   replaced by the package's Eq. 3 (``repro.objective.eq3_group_advantages``: sample std, ε = 1e-6; TRL's own use
    ε = 1e-4, L2785-2786) from the gathered rewards, which ``_calculate_rewards`` (L1579) hands over.
 2. ``_compute_loss`` (L3020). Each sample's advantage is multiplied by f_i(λ)·G·L_max/Σ_{j∈g(i)}|o_j|
    before the stock loss runs. For f > 0, min(ρ·cA, clip(ρ)·cA) = c·min(ρA, clip(ρ)A), so with
@@ -24,9 +24,13 @@ Seams
    i.e. ``repro.objective.policy_loss(scope="group")``, Eq. 7 averaged over the step's groups.
    λ gets its gradient through the advantages (the stock loss does not detach them).
 3. ``training_step`` (L1510). When ``accelerator.sync_gradients`` is set (the Trainer sets it per
-   micro-batch before calling ``training_step``, transformers trainer.py:1899), step λ's own SGD
-   (``LearnableLambda.step``: gradient averaged over processes, then SGD), outside the model, its
+   micro-batch before calling ``training_step``, transformers trainer.py:1899), ``WeightingState.
+   step()``: λ's gradient averaged over processes, then its own SGD, outside the model, its
    optimizer, its gradient clipping and its LR schedule.
+
+The weights, λ, its checkpoint format, the f statistics and the metrics line are the trainer
+contract's (``repro.trainers.contract``): ``WeightingState``, ``GroupInfo``, ``rollout_stats``,
+``metrics_record``.
 
 Also: ``_get_grad_norm`` (transformers trainer.py:2789) is read for the metrics line;
 ``_save_checkpoint`` (L3384) / ``_load_optimizer_and_scheduler`` (L3397) carry λ's state
@@ -45,9 +49,9 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
-from repro.trainers.trl.contract_adapter import (CORRECT, FStats, Weighting, group_advantages,
-                                                 metrics_record, new_lambda, sample_weights,
-                                                 within_group_cov)
+from repro.objective import eq3_group_advantages
+from repro.runs import validate_record
+from repro.trainers.contract import GroupInfo, WeightingConfig, WeightingState, metrics_record, rollout_stats
 from repro.trainers.trl.options import SCALE_REWARDS, check_config, check_trainer, check_window, vllm_is_note
 
 GROUP_LEN_KEY = "lgrpo_group_lengths"  # [B, G] float64: the lengths of the sample's whole group
@@ -71,10 +75,10 @@ class _StepEnd(TrainerCallback):
 
 class LambdaGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer(model, reward_funcs, args=GRPOConfig(...), ...)`` plus ``weighting`` (the
-    package's method, r, λ lr, ...), ``run`` (a ``repro.runs.Run`` for the metrics JSONL, or
+    contract's ``WeightingConfig``: method, its parameters, λ's init and lr), ``run`` (a ``repro.runs.Run`` for the metrics JSONL, or
     None) and ``record_extra`` (constant extra keys for every metrics line, e.g. the task)."""
 
-    def __init__(self, *args, weighting: Weighting, run=None, record_extra: dict | None = None, **kwargs):
+    def __init__(self, *args, weighting: WeightingConfig, run=None, record_extra: dict | None = None, **kwargs):
         targs = kwargs.get("args")
         if targs is None:
             raise ValueError("LambdaGRPOTrainer needs args=GRPOConfig(...) as a keyword")
@@ -84,9 +88,9 @@ class LambdaGRPOTrainer(GRPOTrainer):
         note = vllm_is_note(self.args)
         if note:
             warnings.warn(note, stacklevel=2)
-        self.lgrpo = weighting
+        self.lgrpo = WeightingState(weighting, device=self.accelerator.device)
+        self.lgrpo_lambda = self.lgrpo.lam  # LearnableLambda, or None for a fixed-weight method
         self.lgrpo_adv_scale = SCALE_REWARDS[self.scale_rewards]
-        self.lgrpo_lambda = new_lambda(weighting, self.accelerator.device)
         self.lgrpo_run = run
         self.lgrpo_extra = dict(record_extra or {})
         self.lgrpo_records: list[dict] = []  # every metrics line of this process (tests read it)
@@ -98,7 +102,6 @@ class LambdaGRPOTrainer(GRPOTrainer):
         self.add_callback(_StepEnd(self))
 
     def _lgrpo_reset_window(self):
-        self.lgrpo_fstats = FStats()
         self.lgrpo_window = {"entropy": [], "clip": [], "rollouts": []}
         self.lgrpo_last_grad = None
         self.lgrpo_grad_norm = None
@@ -136,20 +139,14 @@ class LambdaGRPOTrainer(GRPOTrainer):
         if all_len.numel() != rewards.numel() or all_len.numel() % G:
             raise RuntimeError(f"{all_len.numel()} lengths, {rewards.numel()} rewards, G = {G}: not whole groups")
         groups = all_len.view(-1, G)
-        adv_all = group_advantages(rewards.view(-1, G).cpu(), self.lgrpo_adv_scale).to(dev).reshape(-1)
+        adv_all = eq3_group_advantages(rewards.view(-1, G).cpu(), scale=self.lgrpo_adv_scale).to(dev).reshape(-1)
         gidx = torch.arange(B, device=dev) + self.accelerator.process_index * B  # as L2813
         out["advantages"] = adv_all[gidx].to(out["advantages"].dtype)
         out[GROUP_LEN_KEY] = groups[gidx // G]
         out[GROUP_POS_KEY] = gidx % G
         self.lgrpo_rollouts += 1
-        self.lgrpo_window["rollouts"].append({
-            "reward_mean": float(rewards.mean()),
-            "accuracy": float((rewards == CORRECT).double().mean()),
-            "response_length_mean": float(all_len.mean()),
-            "response_length_max": float(all_len.max()),
-            "truncated_rate": float(all_trunc.mean()),
-            "len_adv_cov": float(within_group_cov(groups.cpu(), adv_all.view(-1, G).cpu()).mean()),
-        })
+        self.lgrpo_window["rollouts"].append(rollout_stats(
+            rewards.view(-1, G).cpu(), groups.cpu(), adv_all.view(-1, G).cpu(), all_trunc.cpu()))
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -160,8 +157,7 @@ class LambdaGRPOTrainer(GRPOTrainer):
         own = group_lengths.gather(1, positions.view(-1, 1)).squeeze(1)
         if not torch.equal(own, mask.sum(dim=1).to(own.dtype)):
             raise ValueError("a sample's own group length differs from its completion-mask length")
-        lam = self.lgrpo_lambda.param if self.lgrpo_lambda is not None else 0.0
-        f = sample_weights(self.lgrpo, group_lengths, positions, lam)
+        f = self.lgrpo.weights(GroupInfo(group_lengths, positions))
         if not bool((f.detach() > 0).all()):
             raise ValueError("a token-preference weight is <= 0: scaling the advantage by it would not "
                              "equal weighting the clipped surrogate")
@@ -175,7 +171,7 @@ class LambdaGRPOTrainer(GRPOTrainer):
         adv = inputs["advantages"]
         inputs = {**inputs, "advantages": adv * scale.to(adv.dtype)}
         loss = super()._compute_loss(model, inputs)
-        self.lgrpo_fstats.add(f)
+        self.lgrpo.fstats.add(f)
         m = self._metrics["train"]
         self.lgrpo_window["entropy"].append(m["entropy"][-1])
         self.lgrpo_window["clip"].append(m["clip_ratio/region_mean"][-1])
@@ -186,8 +182,8 @@ class LambdaGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch):
         out = super().training_step(model, inputs, num_items_in_batch)
-        if self.accelerator.sync_gradients and self.lgrpo_lambda is not None:
-            self.lgrpo_last_grad = self.lgrpo_lambda.step()
+        if self.accelerator.sync_gradients:
+            self.lgrpo_last_grad = self.lgrpo.step()  # None for a fixed-weight method
         return out
 
     def _get_grad_norm(self, model, grad_norm=None):
@@ -197,30 +193,23 @@ class LambdaGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------------------------
     # metrics: one line per optimizer step
     # ------------------------------------------------------------------------------------------
-    def _reduce(self, t: torch.Tensor, op: str) -> torch.Tensor:
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return t
-        x = t.to(self.accelerator.device)
-        dist.all_reduce(x, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
-        return x.cpu()
-
     def lgrpo_step_end(self) -> None:
         w = self.lgrpo_window
         if not w["rollouts"]:
             raise RuntimeError("an optimizer step without a generation batch")
         ro = {k: sum(r[k] for r in w["rollouts"]) / len(w["rollouts"]) for k in w["rollouts"][0]}
         ro["response_length_max"] = max(r["response_length_max"] for r in w["rollouts"])
-        lam = self.lgrpo_lambda.value if self.lgrpo_lambda is not None else 0.0
+        if self.lgrpo.optimizer_steps != self.state.global_step:
+            raise RuntimeError(f"λ took {self.lgrpo.optimizer_steps} steps, the model {self.state.global_step}")
         gn = self.lgrpo_grad_norm
         rec = metrics_record(
             step=self.state.global_step, rollout=self.lgrpo_rollouts, method=self.lgrpo.method,
-            lam=lam, lam_grad=self.lgrpo_last_grad, fstats=self.lgrpo_fstats.reduce(self._reduce),
-            rollout_stats=ro, entropy=sum(w["entropy"]) / len(w["entropy"]), kl=None,
+            lam=self.lgrpo.value, lam_grad=self.lgrpo_last_grad, f=self.lgrpo.pop_fstats(),
+            stats=ro, entropy=sum(w["entropy"]) / len(w["entropy"]), kl=None,
             clip_ratio=sum(w["clip"]) / len(w["clip"]), grad_norm=None if gn is None else float(gn),
             time_s=self.lgrpo_elapsed0 + time.time() - self.lgrpo_t0,
-            extra={"trainer": "trl", "learning_rate": float(self._get_learning_rate()), **self.lgrpo_extra})
+            extras={"trainer": "trl", "learning_rate": float(self._get_learning_rate()), **self.lgrpo_extra})
+        validate_record(rec)
         self.lgrpo_records.append(rec)
         for k in ("lambda", "lambda_grad", "f_mean", "f_std", "f_min", "f_max", "accuracy", "len_adv_cov"):
             if rec[k] is not None:
@@ -233,23 +222,13 @@ class LambdaGRPOTrainer(GRPOTrainer):
     # checkpoints: λ's state next to TRL's
     # ------------------------------------------------------------------------------------------
     def lgrpo_state(self) -> dict:
-        state = {"method": self.lgrpo.method, "step": int(self.state.global_step),
-                 "rollouts": self.lgrpo_rollouts,
-                 "time_s": self.lgrpo_elapsed0 + time.time() - self.lgrpo_t0}
-        if self.lgrpo_lambda is not None:
-            sd = self.lgrpo_lambda.state_dict()
-            state["lambda"] = float(sd["lambda"])
-            state["optimizer"] = sd["optimizer"]
-        return state
+        """The contract's λ state (``WeightingState.state_dict``) plus TRL-side counters."""
+        return {"weighting": self.lgrpo.state_dict(), "step": int(self.state.global_step),
+                "rollouts": self.lgrpo_rollouts,
+                "time_s": self.lgrpo_elapsed0 + time.time() - self.lgrpo_t0}
 
     def lgrpo_load_state(self, state: dict) -> None:
-        if state.get("method") != self.lgrpo.method:
-            raise ValueError(f"checkpoint was trained with method {state.get('method')!r}, "
-                             f"this run uses {self.lgrpo.method!r}")
-        if self.lgrpo_lambda is not None:
-            if "lambda" not in state:
-                raise ValueError("checkpoint has no λ state")
-            self.lgrpo_lambda.load_state_dict({"lambda": state["lambda"], "optimizer": state["optimizer"]})
+        self.lgrpo.load_state_dict(state["weighting"])
         self.lgrpo_rollouts = int(state["rollouts"])
         self.lgrpo_elapsed0, self.lgrpo_t0 = float(state["time_s"]), time.time()
 
@@ -269,7 +248,7 @@ class LambdaGRPOTrainer(GRPOTrainer):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} missing: {checkpoint} was not written by LambdaGRPOTrainer, "
                                     "so λ and its SGD state cannot be restored")
-        state = torch.load(path, weights_only=False, map_location="cpu")
+        state = torch.load(path, weights_only=True, map_location="cpu")
         self.lgrpo_load_state(state)
         if self.lgrpo_run is not None and self.accelerator.is_main_process:
             self.lgrpo_run.truncate_metrics(int(state["step"]))
