@@ -289,10 +289,17 @@ def dry_run(cfg: dict, *, gpu: bool) -> int:
     if importlib.util.find_spec("trl") is not None:
         from repro.trainers.trl.options import check_config
 
+        import torch
+
+        check = cfg
+        if cfg["trl"].get("bf16") and not torch.cuda.is_available():
+            # GRPOConfig refuses bf16 without a GPU: check everything else with bf16 off on CPU
+            check = {**cfg, "trl": {**cfg["trl"], "bf16": False, "use_cpu": True}}
+            print("### (no GPU here: trl.GRPOConfig is checked with bf16: false, use_cpu: true)")
         try:
-            args = grpo_config(cfg, Path("/nonexistent-dry-run"))
+            args = grpo_config(check, Path("/nonexistent-dry-run"))
         except (TypeError, ValueError) as e:
-            print(f"### trl.GRPOConfig: REFUSED ({e})")
+            print(f"### trl.GRPOConfig rejects the trl: section: {e}")
             return 2
         refused = check_config(args, weighting)
         print("### λ-seam checks: " + ("ok" if not refused else "REFUSED"))
