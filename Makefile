@@ -101,8 +101,8 @@ reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
 
 # The one-GPU path (issue 12): TRL 1.16.0's GRPOTrainer with the λ seams (repro/trainers/trl),
 # Qwen2.5-1.5B on one 80 GB GPU (recipe repro/configs/trl/qwen2.5-1.5b-1gpu.yaml): prompts, training,
-# repro.eval on the 8 benchmarks, the Table 1 comparison. In the GPU environment (plus
-# `pip install --no-deps trl==1.16.0`); DRY_RUN=1 needs no GPU and uses the CPU .venv.
+# repro.eval on the 8 benchmarks, the Table 1 comparison. In the GPU environment (its lock holds
+# trl 1.16.0); DRY_RUN=1 needs no GPU and uses the CPU .venv.
 reproduce-1gpu: $(if $(DRY_RUN),venv,)
 	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.trl.reproduce --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
 

@@ -40,7 +40,7 @@ def check_config(args, weighting) -> list[str]:
                  "for the KL term; set beta=0 (the one-GPU recipe has no reference model)")
     if args.entropy_coef != 0.0 or args.use_adaptive_entropy:
         p.append("entropy_coef/use_adaptive_entropy: TRL's entropy bonus is a per-micro-batch token mean "
-                 "(grpo_trainer.py:3196-3198), not normalised per group as repro.objective.policy_loss "
+                 "(grpo_trainer.py:3198-3201), not normalised per group as repro.objective.policy_loss "
                  "does; set entropy_coef=0 and use_adaptive_entropy=False")
     if args.top_entropy_quantile < 1.0:
         p.append(f"top_entropy_quantile={args.top_entropy_quantile}: masks low-entropy tokens out of the "

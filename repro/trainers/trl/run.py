@@ -160,7 +160,7 @@ def machine_problems(cfg: dict, *, gpu: bool) -> list[str]:
     from importlib import metadata
 
     out = []
-    for mod, dist, why in (("trl", "trl", f"pip install --no-deps trl=={TRL_VERSION}"),
+    for mod, dist, why in (("trl", "trl", f"in environment.lock.txt; or pip install --no-deps trl=={TRL_VERSION}"),
                            ("datasets", "datasets", "the TRL trainer's dataset"),
                            ("accelerate", "accelerate", "TRL's device placement")):
         if importlib.util.find_spec(mod) is None:

@@ -12,7 +12,7 @@ Seams
    (``lgrpo_group_lengths``, ``lgrpo_group_pos``). TRL's shuffle and split of the generation batch
    (L1543-1544) act on dim 0 of every tensor, so the rows stay aligned. The advantages are
    replaced by the package's Eq. 3 (``repro.objective.eq3_group_advantages``: sample std, ε = 1e-6; TRL's own use
-   ε = 1e-4, L2785-2786) from the gathered rewards, which ``_calculate_rewards`` (L1579) hands over.
+   ε = 1e-4, L2787) from the gathered rewards, which ``_calculate_rewards`` (L1579) hands over.
 2. ``_compute_loss`` (L3020). Each sample's advantage is multiplied by f_i(λ)·G·L_max/Σ_{j∈g(i)}|o_j|
    before the stock loss runs. For f > 0, min(ρ·cA, clip(ρ)·cA) = c·min(ρA, clip(ρ)A), so with
    TRL's ``dr_grpo`` normaliser B·L_max·GA per micro-batch (L3163-3167), summed over GA
