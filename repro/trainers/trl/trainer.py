@@ -75,8 +75,9 @@ class _StepEnd(TrainerCallback):
 
 class LambdaGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer(model, reward_funcs, args=GRPOConfig(...), ...)`` plus ``weighting`` (the
-    contract's ``WeightingConfig``: method, its parameters, λ's init and lr), ``run`` (a ``repro.runs.Run`` for the metrics JSONL, or
-    None) and ``record_extra`` (constant extra keys for every metrics line, e.g. the task)."""
+    contract's ``WeightingConfig``: method, its parameters, λ's init and lr), ``run`` (a
+    ``repro.runs.Run`` for the metrics JSONL, or None) and ``record_extra`` (constant extra keys
+    for every metrics line, e.g. the task)."""
 
     def __init__(self, *args, weighting: WeightingConfig, run=None, record_extra: dict | None = None, **kwargs):
         targs = kwargs.get("args")
