@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
+.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
 
 venv: $(STAMP)
 
@@ -101,6 +101,13 @@ PREFLIGHT = @command -v $(GPU_PY) >/dev/null || { echo "make $@: no '$(GPU_PY)' 
 reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
 	$(if $(DRY_RUN),,$(PREFLIGHT))
 	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
+
+# The one-GPU path (issue 12): TRL 1.16.0's GRPOTrainer with the λ seams (repro/trainers/trl),
+# Qwen2.5-1.5B on one 80 GB GPU (recipe repro/configs/trl/qwen2.5-1.5b-1gpu.yaml): prompts, training,
+# repro.eval on the 8 benchmarks, the Table 1 comparison. In the GPU environment (its lock holds
+# trl 1.16.0); DRY_RUN=1 needs no GPU and uses the CPU .venv.
+reproduce-1gpu: $(if $(DRY_RUN),venv,)
+	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.trl.reproduce --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
 
 # The one-GPU check (repro/trainers/openrlhf/gpu_check.py), offline, < 8 min on one H200.
 # Here: `make gpu-wheels` puts DeepSpeed (built from its sdist), OpenRLHF and their small
