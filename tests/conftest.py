@@ -18,7 +18,13 @@ import openrlhf_cpu
 
 
 def pytest_configure(config):
-    openrlhf_cpu.use_stubs()
+    if "vllm" in openrlhf_cpu.use_stubs():
+        # Shim: TRL asks "is vllm installed?" and, seeing OpenRLHF's stand-in, imports its client
+        # (vllm.utils.network_utils), which the stand-in does not have. The stand-in is not a
+        # vLLM for TRL: tell TRL there is none, before anything imports its generation module.
+        import importlib
+
+        importlib.import_module("trl.import_utils").is_vllm_available = lambda *a, **k: False
 
 
 @pytest.fixture
