@@ -134,7 +134,7 @@ SETTINGS = dict(avg_n=8, max_tokens=64, grade_workers=1, grade_timeout=20.0, chu
 
 def test_evaluate_scores_records_and_tables(tmp_path):
     fake = FakeBackend()
-    s = evaluate(ROWS, tmp_path, backend_factory=lambda: fake, model_id="fake-1.5B",
+    s = evaluate(ROWS, tmp_path, backend_factory=lambda: fake, model_id="fake/Qwen2.5-1.5B-step160",
                  settings=SETTINGS, progress=False)
     q = s["graders"]["qwen"]["benchmarks"]
     assert q["gsm8k"]["accuracy"] == pytest.approx(200 / 3)  # 18 right, 2 wrong, 70,000 right
