@@ -54,9 +54,9 @@ test: venv
 # seeded subset of the corpus, in one run
 BENCH_CORPUS_N ?= 1000
 bench: venv
-	$(VPY) -m repro.benchmarks.objective
-	$(VPY) -m repro.benchmarks.grading
-	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.benchmarks.grading --corpus --limit $(BENCH_CORPUS_N)
+	$(VPY) -m repro.speed.objective
+	$(VPY) -m repro.speed.grading
+	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.speed.grading --corpus --limit $(BENCH_CORPUS_N)
 
 # The grader-fidelity corpus (issue 10): regenerate the pairs and the ORIGINAL grader's verdicts
 # (needs its checkout and venv: see repro/grading/differential.py), then the agreement table.

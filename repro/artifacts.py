@@ -6,8 +6,8 @@
 Writes ``<out>/figures/*.png|pdf``, ``<out>/tables/*.csv``, the four notebooks executed headless
 on the same runs (``<out>/notebooks/*.ipynb``), and ``<out>/README.md``, which says for each
 artifact which command made it, from which runs, and how it compares with the paper.
-Figures come from the plotting functions of ``repro.analysis`` that the notebooks also call;
-runs are read only through ``repro.runs``.
+Figures come from the functions of ``repro.analysis`` that the notebooks also call, Table 1 from
+``repro.paper``; runs are read only through ``repro.runs``.
 """
 from __future__ import annotations
 
@@ -130,6 +130,11 @@ class Book:
         self.items.append(Artifact(stem, [str(p.relative_to(self.out))], made_by, runs, paper))
 
 
+def _by(func) -> str:
+    """Where ``func`` is written: 'module.name' (the "made by" column of the README)."""
+    return f"{func.__module__}.{func.__qualname__}"
+
+
 def _runs_label(found, root: Path) -> str:
     if not found:
         return "none (objective only)"
@@ -141,29 +146,28 @@ def _runs_label(found, root: Path) -> str:
 def objective_artifacts(book: Book) -> None:
     from repro import analysis as an
 
-    fn = "repro.analysis.{}"
     tab, samples = an.h_spread_table(G=8)
-    book.fig(an.fig_h_spread(samples, 8), "fig2a_h_spread", fn.format("fig_h_spread"), "none",
+    book.fig(an.fig_h_spread(samples, 8), "fig2a_h_spread", _by(an.fig_h_spread), "none",
              "Paper Fig. 2a draws h for r = 1/30, 1/15, 1/9 assuming |z| ≤ 3; with G = 8 and sample σ, "
              "|z| ≤ (G−1)/√G, so the reachable h range is narrower (see tables/h_spread.csv).")
-    book.table(tab, "h_spread", fn.format("h_spread_table"), "none",
+    book.table(tab, "h_spread", _by(an.h_spread_table), "none",
                "columns 'paper range' are the paper's [1−3r, 1+3r]; 'bound' is the exact range for G = 8.")
-    book.fig(an.fig_g_of_h(), "fig2b_g_of_h", fn.format("fig_g_of_h"), "none",
+    book.fig(an.fig_g_of_h(), "fig2b_g_of_h", _by(an.fig_g_of_h), "none",
              "Paper Fig. 2b: same construction (g = h^λ), computed by repro.objective.eq15_g.")
     q = an.normal_quantile_group(8)
     mt = an.methods_table(q)
-    book.fig(an.fig_f_methods(mt), "f_by_method", fn.format("fig_f_methods"), "none",
+    book.fig(an.fig_f_methods(mt), "f_by_method", _by(an.fig_f_methods), "none",
              "Not in the paper as a figure; Eq. 8-10 and 16 (plus ΔL) evaluated on one G = 8 group.")
-    book.table(mt, "f_by_method", fn.format("methods_table"), "none", "Eq. 8-10, 16 on one group.")
-    book.fig(an.fig_departure(q), "lambda_departure", fn.format("fig_departure"), "none",
+    book.table(mt, "f_by_method", _by(an.methods_table), "none", "Eq. 8-10, 16 on one group.")
+    book.fig(an.fig_departure(q), "lambda_departure", _by(an.fig_departure), "none",
              "Not in the paper: how far λ must move before f departs from 1 (r = 1/9, G = 8).")
-    book.table(an.lambda_needed_table(), "lambda_needed", fn.format("lambda_needed_table"), "none",
+    book.table(an.lambda_needed_table(), "lambda_needed", _by(an.lambda_needed_table), "none",
                "Not in the paper: λ for a 5% / 20% departure of f from 1, exact and first order.")
     grid = an.eq20_grid()
-    book.fig(an.fig_eq20(grid), "eq20_check", fn.format("fig_eq20"), "none",
+    book.fig(an.fig_eq20(grid), "eq20_check", _by(an.fig_eq20), "none",
              f"Appendix C, Eq. 20 vs autograd: {int(grid['pass'].sum())}/{len(grid)} (λ, r, G) cells "
              f"within {an.RTOL_EQ20:g}.")
-    book.table(grid, "eq20_check", fn.format("eq20_grid"), "none", "Appendix C, Eq. 20.")
+    book.table(grid, "eq20_check", _by(an.eq20_grid), "none", "Appendix C, Eq. 20.")
 
 
 def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> list[str]:
@@ -171,28 +175,27 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
     from repro import analysis as an
 
     notes = []
-    fn = "repro.analysis.{}"
     dyn = ["response_length_mean", "truncated_rate", "entropy", "reward_mean", "accuracy"]
     if "eval_accuracy" in df and df["eval_accuracy"].notna().any():
         dyn.append("eval_accuracy")
-    book.fig(an.fig_metric_bands(df, dyn), "fig4_length_entropy_reward", fn.format("fig_metric_bands"),
+    book.fig(an.fig_metric_bands(df, dyn), "fig4_length_entropy_reward", _by(an.fig_metric_bands),
              runs_label, "Paper Fig. 4 (entropy, response length; Qwen2.5-3B, one seed). CPU runs use a "
              "0.5 M-parameter model on a synthetic task: compare shapes and method ordering, not values.")
     summ = an.method_summary(df)
-    book.table(an.run_summary(df), "run_summary", fn.format("run_summary"), runs_label,
+    book.table(an.run_summary(df), "run_summary", _by(an.run_summary), runs_label,
                "no paper counterpart (the paper reports no per-run dynamics tables).")
-    book.table(summ, "method_summary", fn.format("method_summary"), runs_label,
+    book.table(summ, "method_summary", _by(an.method_summary), runs_label,
                "mean ± std over seeds of the last 10% of steps; the paper has one seed per method.")
     if (df["method"] == "lambda").any():
-        book.fig(an.fig_lambda_trajectories(df), "lambda_trajectories", fn.format("fig_lambda_trajectories"),
+        book.fig(an.fig_lambda_trajectories(df), "lambda_trajectories", _by(an.fig_lambda_trajectories),
                  runs_label, "Not reported in the paper (reviewers asked for λ trajectories).")
-        book.fig(an.fig_f_spread(df), "f_spread", fn.format("fig_f_spread"), runs_label,
+        book.fig(an.fig_f_spread(df), "f_spread", _by(an.fig_f_spread), runs_label,
                  "Not reported in the paper.")
         gc = an.grad_cov_table(df)
         if len(gc):
-            book.fig(an.fig_grad_vs_cov(df), "lambda_grad_vs_len_adv_cov", fn.format("fig_grad_vs_cov"),
+            book.fig(an.fig_grad_vs_cov(df), "lambda_grad_vs_len_adv_cov", _by(an.fig_grad_vs_cov),
                      runs_label, "Not in the paper: λ's gradient against cov(length, advantage).")
-            book.table(gc, "lambda_grad_vs_cov", fn.format("grad_cov_table"), runs_label,
+            book.table(gc, "lambda_grad_vs_cov", _by(an.grad_cov_table), runs_label,
                        "Not in the paper.")
             for task, d in gc.groupby("task"):
                 notes.append(
@@ -202,13 +205,13 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
                     f"{d['opposite sign (%)'].mean():.0f}% of steps.")
     rec = an.eq20_recorded(found)
     if len(rec):
-        book.table(rec, "eq20_recorded_groups", fn.format("eq20_recorded"), runs_label,
+        book.table(rec, "eq20_recorded_groups", _by(an.eq20_recorded), runs_label,
                    f"Eq. 20 on groups recorded by the runs: {int(rec['pass'].sum())}/{len(rec)} pass.")
     ev = an.eval_frame(found, runs_root)
     if len(ev):
-        book.table(ev, "eval_scores", fn.format("eval_frame"), runs_label,
+        book.table(ev, "eval_scores", _by(an.eval_frame), runs_label,
                    "held-out scores of each run (CPU task benchmarks are not the paper's eight).")
-        book.fig(an.fig_eval_curves(ev), "fig3_eval_accuracy", fn.format("fig_eval_curves"), runs_label,
+        book.fig(an.fig_eval_curves(ev), "fig3_eval_accuracy", _by(an.fig_eval_curves), runs_label,
                  "Paper Figs. 3 and 5 plot accuracy per benchmark vs step; here, per benchmark the runs "
                  "evaluated, at the steps they evaluated.")
     # where methods differ by more than the seed spread (computed, per task and metric)
@@ -239,64 +242,43 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
     return notes
 
 
-def _model_size(obj) -> str | None:
-    """'1.5B', '3B' or '7B' if any string in a run's config names a Qwen2.5 base model."""
-    import re
-
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (list, tuple)):
-        return next((s for s in map(_model_size, obj) if s), None)
-    if isinstance(obj, str):
-        m = re.search(r"qwen2\.5-(1\.5|3|7)b", obj.lower())
-        return m.group(1) + "B" if m else None
-    return None
-
-
-def table1_artifacts(book: Book, found, root: Path, runs_label: str) -> list[str]:
-    """The paper's Table 1 average check and, for paper-scale runs, the cell-by-cell comparison."""
+def table1_artifacts(book: Book, found, runs_label: str) -> list[str]:
+    """The paper's Table 1 average check and, for paper-scale runs, the cell-by-cell comparison
+    (``repro.paper``)."""
     import pandas as pd
 
     from repro import analysis as an
+    from repro import paper
 
     notes = []
-    p = root / "paper_artifacts" / "table1_paper.csv"
-    if not p.exists():
-        book.skipped.append("table1_average_check: paper_artifacts/table1_paper.csv not present")
+    try:
+        t1 = paper.load_table1()
+    except paper.Table1Missing as e:
+        book.skipped.append(f"table1_average_check, table1_reproduced: {e}")
         return notes
-    t1 = an.load_table1(p)
-    chk = an.table1_average_check(t1)
+    chk = paper.table1_average_check(t1)
     bad = chk[~chk["matches"]]
-    book.table(chk, "table1_average_check", "repro.analysis.table1_average_check", "none",
+    book.table(chk, "table1_average_check", _by(paper.table1_average_check), "none",
                f"the paper's printed averages: {len(bad)} of {len(chk)} rows differ from the mean of their "
                "eight cells by more than rounding" + (": " + "; ".join(
                    f"{r['size']} {r['method']} printed {r['paper avg']:.1f}, mean {r['recomputed avg']:.2f}"
                    for _, r in bad.iterrows()) if len(bad) else "") + ".")
-    rows = []
+    frames = []
     for run in found:
-        size = _model_size(run.config()) if run.config_path.exists() else None
-        if not size or not run.eval_scores():
+        size = paper.size_of(run.config()) if run.config_path.exists() else None
+        sc = run.eval_scores()
+        if not size or not sc:
             continue
-        ev = an.eval_frame([run])
-        got = dict(zip(ev["benchmark"], ev["accuracy"]))
-        if not set(an.TABLE1_BENCHMARKS) <= set(got):
+        got = set(an.eval_frame([run])["benchmark"])
+        if not set(paper.BENCHMARK_NAMES) <= got:
             book.skipped.append(f"table1_reproduced: {run.path.name} lacks some of the 8 benchmarks")
             continue
-        method = an.TABLE1_METHODS.get(str(run.meta().get("method")), str(run.meta().get("method")))
-        mine = {b: got[b] for b in an.TABLE1_BENCHMARKS}
-        mine["avg"] = sum(mine.values()) / len(mine)
-        paper = t1[(t1["size"] == size) & (t1["method"] == method)]
-        rows.append({"run": run.path.name, "size": size, "method": method, "source": "this package", **mine})
-        if len(paper):
-            prow = paper.iloc[0]
-            rows.append({"run": run.path.name, "size": size, "method": method, "source": "paper",
-                         **{b: float(prow[b]) for b in (*an.TABLE1_BENCHMARKS, "avg")}})
-            rows.append({"run": run.path.name, "size": size, "method": method, "source": "difference",
-                         **{b: mine[b] - float(prow[b]) for b in (*an.TABLE1_BENCHMARKS, "avg")}})
-    if rows:
-        book.table(pd.DataFrame(rows), "table1_reproduced", "repro.artifacts.table1_artifacts", runs_label,
-                   "paper-scale runs' scores next to the paper's Table 1 row for the same size and method, "
-                   "and the difference per cell.")
+        keys = {"run": run.path.name, "size": size, "method": str(run.meta().get("method"))}
+        frames.append(paper.comparison_frame([(keys, sc)], size, t1))
+    if frames:
+        book.table(pd.concat(frames, ignore_index=True), "table1_reproduced", _by(paper.comparison_frame),
+                   runs_label, "paper-scale runs' scores (primary grader) next to the paper's Table 1 row for "
+                   "the same size and method, and the difference per cell.")
     else:
         book.skipped.append("table1_reproduced: no paper-scale (Qwen2.5) runs with scores on all 8 benchmarks")
     return notes
@@ -304,6 +286,7 @@ def table1_artifacts(book: Book, found, root: Path, runs_label: str) -> list[str
 
 def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status: dict, cmd: str,
                  runs_shown: str) -> None:
+    from repro import paper
     from repro.runs import git_commit, write_text_atomic
 
     lines = ["# Paper artifacts", "",
@@ -335,7 +318,7 @@ def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status
     if book.skipped:
         lines += ["", "## Not made", ""] + [f"- {s}" for s in book.skipped]
     if notes:
-        cpu = [r for r in found if not (r.config_path.exists() and _model_size(r.config()))]
+        cpu = [r for r in found if not (r.config_path.exists() and paper.size_of(r.config()))]
         lines += ["", "## What these runs show (computed)", ""]
         if cpu:
             lines += [f"{len(cpu)} of the {len(found)} runs are CPU-scale runs (no Qwen2.5 model in their config: "
@@ -386,7 +369,7 @@ def main(argv=None) -> int:
             else:
                 book.skipped.append(f"run figures (Figs. 3-5, λ trajectories, f spread): no runs under {a.runs}")
         elif step == "table1":
-            notes += table1_artifacts(book, found, root, label)
+            notes += table1_artifacts(book, found, label)
         elif step == "notebooks":
             for nb in NOTEBOOKS:
                 if a.no_notebooks:

@@ -36,12 +36,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from repro.analysis.plots import METHOD_LABELS as METHOD_NAMES  # the package's one copy of the labels
 from repro.runs import Run, find_runs, weighting_of, write_json_atomic, write_text_atomic
 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228}
-METHOD_NAMES = {"grpo": "GRPO", "dapo": "DAPO", "lambda": "λ-GRPO", "dr_grpo": "Dr.GRPO",
-                "delta_l": "ΔL"}
 
 
 @dataclass(frozen=True)
@@ -263,6 +262,34 @@ def _mean_ci(xs: list[float]) -> tuple[float, float]:
     return m, T975.get(n - 1, 1.96) * sd / math.sqrt(n)
 
 
+def _aggregate(rs: list[dict], cols) -> dict:
+    """``{col: mean, col_ci95: 95% t-interval half-width}`` across the rows ``rs`` (seeds) for
+    each column; a row without the column (missing key or None) is left out, and a column no
+    row has is nan."""
+    out = {}
+    for c in cols:
+        vals = [float(r[c]) for r in rs if r.get(c) is not None]
+        out[c], out[c + "_ci95"] = _mean_ci(vals) if vals else (float("nan"), float("nan"))
+    return out
+
+
+def _csv(agg: list[dict], cols: list[str]) -> str:
+    """The aggregated rows as CSV: floats to 6 significant digits, None empty."""
+    def cell(v):
+        return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    return ",".join(cols) + "\n" + "".join(",".join(cell(a[c]) for c in cols) + "\n" for a in agg)
+
+
+def _pm(a: dict, col: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+    """'mean ± ci' of an aggregated column ('–' when nan; no ± with one seed; the interval
+    without a sign)."""
+    v, ci = a[col] * scale, a[col + "_ci95"] * scale
+    if math.isnan(v):
+        return "–"
+    return fmt.format(v) + ("" if math.isnan(ci) else " ± " + fmt.format(ci).lstrip("+"))
+
+
 LAMBDA_STEPS = (25, 50, 100, 150)  # λ's trajectory in the ablation table (plus the final λ)
 
 
@@ -319,20 +346,8 @@ def table(rows: list[dict], base: dict) -> tuple[str, str, list[dict]]:
     order = list(METHOD_NAMES)
     for (task, method), rs in sorted(groups.items(), key=lambda kv: (
             kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else len(order), kv[0][1])):
-        a = {"task": task, "method": method, "seeds": len(rs)}
-        for c in cols:
-            vals = [float(r[c]) for r in rs if r[c] is not None]
-            m, ci = _mean_ci(vals) if vals else (float("nan"), float("nan"))
-            a[c], a[c + "_ci95"] = m, ci
-        agg.append(a)
-    csv_cols = ["task", "method", "seeds"] + [x for c in cols for x in (c, c + "_ci95")]
-    csv = ",".join(csv_cols) + "\n" + "".join(
-        ",".join(f"{a[c]:.5g}" if isinstance(a[c], float) else str(a[c]) for c in csv_cols) + "\n"
-        for a in agg)
-
-    def pm(a, c, scale=1.0, fmt="{:.1f}"):
-        v, ci = a[c] * scale, a[c + "_ci95"] * scale
-        return fmt.format(v) + ("" if math.isnan(ci) else " ± " + fmt.format(ci))
+        agg.append({"task": task, "method": method, "seeds": len(rs), **_aggregate(rs, cols)})
+    csv = _csv(agg, ["task", "method", "seeds"] + [x for c in cols for x in (c, c + "_ci95")])
 
     md = ["| task | method | seeds | held-out acc (%) | gain over start (pp) | eval length | "
           "verbose share | train length | entropy | final λ | cov(len, A) |",
@@ -343,11 +358,11 @@ def table(rows: list[dict], base: dict) -> tuple[str, str, list[dict]]:
                   f"{b['response_length_mean']:.1f} | {b['style_share']['verbose']:.2f} | – | – | – | – |")
         for a in [a for a in agg if a["task"] == task]:
             md.append(f"| {task} | {METHOD_NAMES.get(a['method'], a['method'])} | {a['seeds']} | "
-                      f"{pm(a, 'eval_accuracy', 100)} | {pm(a, 'eval_gain', 100)} | "
-                      f"{pm(a, 'eval_length')} | {pm(a, 'eval_verbose_share', 1, '{:.2f}')} | "
-                      f"{pm(a, 'train_length')} | {pm(a, 'train_entropy', 1, '{:.3f}')} | "
-                      f"{pm(a, 'final_lambda', 1, '{:.3f}')} | "
-                      f"{pm(a, 'len_adv_cov_mean', 1, '{:+.2f}')} |")
+                      f"{_pm(a, 'eval_accuracy', 100)} | {_pm(a, 'eval_gain', 100)} | "
+                      f"{_pm(a, 'eval_length')} | {_pm(a, 'eval_verbose_share', 1, '{:.2f}')} | "
+                      f"{_pm(a, 'train_length')} | {_pm(a, 'train_entropy', 1, '{:.3f}')} | "
+                      f"{_pm(a, 'final_lambda', 1, '{:.3f}')} | "
+                      f"{_pm(a, 'len_adv_cov_mean', 1, '{:+.2f}')} |")
     return "\n".join(md) + "\n", csv, agg
 
 
@@ -400,7 +415,7 @@ def _cell_name(c: tuple) -> str:
         return METHOD_NAMES.get(method, method)
     from repro.analysis import r_name
 
-    return f"λ-GRPO lr {lr:g}, r {r_name(r) if not math.isclose(r, 1 / 3) else '1/3'}"
+    return f"λ-GRPO lr {lr:g}, r {r_name(r)}"
 
 
 def h_floor_note(rs, G: int, sigma: str = "sample") -> str:
@@ -430,10 +445,8 @@ def ablation_table(rows: list[dict], ref: str = "dapo") -> tuple[str, str, list[
         rs = [by_seed[k] for k in sorted(by_seed)]
         a = {"task": c[0], "method": c[1], "lambda_lr": c[2], "r": c[3], "cell": _cell_name(c),
              "seeds": len(rs), "seed_list": " ".join(str(k) for k in sorted(by_seed))}
-        for col in ("final_lambda", *[f"lambda_at_{k}" for k in LAMBDA_STEPS], "f_min_last",
-                    "f_max_last", "eval_accuracy", "eval_length", "eval_verbose_share"):
-            vals = [float(x[col]) for x in rs if x.get(col) is not None]
-            a[col], a[col + "_ci95"] = _mean_ci(vals) if vals else (float("nan"), float("nan"))
+        a.update(_aggregate(rs, ("final_lambda", *[f"lambda_at_{k}" for k in LAMBDA_STEPS], "f_min_last",
+                                 "f_max_last", "eval_accuracy", "eval_length", "eval_verbose_share")))
         refs = cells.get((c[0], ref, None, None), {})
         paired = [k for k in sorted(by_seed) if k in refs]
         a["paired_seeds"] = len(paired)
@@ -441,16 +454,7 @@ def ablation_table(rows: list[dict], ref: str = "dapo") -> tuple[str, str, list[
             d = [scale * (by_seed[k][col] - refs[k][col]) for k in paired]
             a[f"d_{col}"], a[f"d_{col}_ci95"] = _mean_ci(d) if d else (float("nan"), float("nan"))
         agg.append(a)
-    csv_cols = list(agg[0]) if agg else []
-    csv = ",".join(csv_cols) + "\n" + "".join(
-        ",".join(f"{a[k]:.6g}" if isinstance(a[k], float) else ("" if a[k] is None else str(a[k]))
-                 for k in csv_cols) + "\n" for a in agg)
-
-    def pm(a, col, scale=1.0, fmt="{:.1f}"):
-        v, ci = a[col] * scale, a[col + "_ci95"] * scale
-        if math.isnan(v):
-            return "–"
-        return fmt.format(v) + ("" if math.isnan(ci) else " ± " + fmt.format(ci).lstrip("+"))
+    csv = _csv(agg, list(agg[0]) if agg else [])
 
     def beyond(a, col):
         v, ci = a[col], a[col + "_ci95"]
@@ -465,12 +469,12 @@ def ablation_table(rows: list[dict], ref: str = "dapo") -> tuple[str, str, list[
                           for k in LAMBDA_STEPS)
         is_ref = a["method"] == ref
         md.append(
-            f"| {a['task']} | {a['cell']} | {a['seeds']} | {pm(a, 'final_lambda', 1, '{:+.3f}')} | {traj} | "
-            f"{a['f_min_last']:.3f} / {a['f_max_last']:.3f} | {pm(a, 'eval_accuracy', 100)} | "
-            f"{pm(a, 'eval_length')} | "
+            f"| {a['task']} | {a['cell']} | {a['seeds']} | {_pm(a, 'final_lambda', 1, '{:+.3f}')} | {traj} | "
+            f"{a['f_min_last']:.3f} / {a['f_max_last']:.3f} | {_pm(a, 'eval_accuracy', 100)} | "
+            f"{_pm(a, 'eval_length')} | "
             + ("(reference) | | | |" if is_ref else
-               f"{pm(a, 'd_eval_accuracy', 1, '{:+.1f}')} | {beyond(a, 'd_eval_accuracy')} | "
-               f"{pm(a, 'd_eval_length', 1, '{:+.1f}')} | {beyond(a, 'd_eval_length')} |"))
+               f"{_pm(a, 'd_eval_accuracy', 1, '{:+.1f}')} | {beyond(a, 'd_eval_accuracy')} | "
+               f"{_pm(a, 'd_eval_length', 1, '{:+.1f}')} | {beyond(a, 'd_eval_length')} |"))
     return "\n".join(md) + "\n", csv, agg
 
 
@@ -508,21 +512,12 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
             if not len(d):
                 continue
             ls = "-" if math.isclose(d.r.iloc[0], 1 / 9) else "--"
-            for i, (col, agg_fn) in enumerate((("lambda", "mean"), ("f", None))):
-                ax = axes[i][j]
-                if col == "lambda":
-                    g = d.groupby("step")["lambda"]
-                    n = d.seed.nunique()
-                    ax.plot(g.mean().index, g.mean().values, color=colors[cell], ls=ls,
-                            label=f"{cell} ({n} seed{'s' if n != 1 else ''})")
-                    if n > 1:
-                        ax.fill_between(g.min().index, g.min().values, g.max().values, color=colors[cell],
-                                        alpha=0.15, lw=0)
-                else:
-                    lo = d.groupby("step")["f_min"].mean().rolling(10, min_periods=1).mean()
-                    hi = d.groupby("step")["f_max"].mean().rolling(10, min_periods=1).mean()
-                    ax.plot(lo.index, lo.values, color=colors[cell], ls=ls, lw=1)
-                    ax.plot(hi.index, hi.values, color=colors[cell], ls=ls, lw=1)
+            b = an.seed_band(d, "lambda", by=("cell",))
+            an.plot_band(axes[0][j], b, color=colors[cell], ls=ls, alpha=0.15,
+                         label=an.seeds_label(cell, int(b["n_seeds"].max())))
+            for col in ("f_min", "f_max"):  # the seed mean, smoothed as every training curve
+                b = an.smooth_band(an.seed_band(d, col, by=("cell",)), 10)
+                axes[1][j].plot(b["step"], b["mean"], color=colors[cell], ls=ls, lw=1)
         axes[0][j].axhline(0, color="grey", lw=0.8, ls=":")
         axes[0][j].set_title(f"λ, task '{task}' (mean over seeds; band min–max)")
         axes[0][j].set_ylabel("λ")
@@ -545,7 +540,8 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         for y, a in zip(ys, rows):
             ci = a["d_eval_accuracy_ci95"]
             ax.errorbar(a["d_eval_accuracy"], y, xerr=None if math.isnan(ci) else ci, fmt="o",
-                        color="tab:blue" if a["method"] == "grpo" else colors.get(a["cell"], "k"), capsize=3)
+                        color=an.METHOD_COLORS["grpo"] if a["method"] == "grpo" else colors.get(a["cell"], "k"),
+                        capsize=3)
         ax.axvline(0, color="grey", lw=0.8)
         ext = [abs(a["d_eval_accuracy"]) + (0 if math.isnan(a["d_eval_accuracy_ci95"]) else a["d_eval_accuracy_ci95"])
                for a in rows if not math.isnan(a["d_eval_accuracy"])]
@@ -571,8 +567,8 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         # the cell name tells the runs apart, so the task label drops its config hash ('sum#1a2b3c')
         per = per.assign(method=per["run"].map(lambda n: cell_of.get(Path(n).name, n)),
                          task=per["task"].str.split("#").str[0])
-        fig = an.fig_eval_curves(per, colors={**{c: colors[c] for c in cells}, "DAPO": "tab:orange",
-                                              "GRPO": "tab:blue"})
+        fig = an.fig_eval_curves(per, colors={**{c: colors[c] for c in cells},
+                                              **{METHOD_NAMES[m]: an.METHOD_COLORS[m] for m in ABLATION_BASELINES}})
         p = figdir / "ablation_accuracy_curves.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
@@ -584,12 +580,15 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
 # figures
 # ----------------------------------------------------------------------------------------------
 def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
+    """Per task: the training curves (seed band of ``repro.analysis``, smoothed over 10 steps),
+    held-out accuracy over training and the final held-out accuracy per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from repro import analysis as an
     from repro.runs import load_metrics
 
     done = [r for r in find_runs(root) if r.is_done()]
@@ -605,23 +604,21 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
         d = df[df["task"] == task]
         fig, axes = plt.subplots(1, 6, figsize=(26, 3.8))
         for ax, (col, title) in zip(axes, panels):
+            band = an.seed_band(d, col)
             for method in [m for m in METHOD_NAMES if m in set(d["method"])]:
-                dm = d[d["method"] == method]
-                curve = dm.groupby("step")[col].mean().rolling(10, min_periods=1).mean()
-                ax.plot(curve.index, curve.values, label=METHOD_NAMES[method])
+                b = an.smooth_band(band[band["method"] == method].sort_values("step"), 10)
+                an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), label=METHOD_NAMES[method])
             ax.set_title(title)
             ax.set_xlabel("optimizer step")
         axes[0].legend(fontsize=8)
         ax = axes[-2]  # held-out accuracy over training (the in-training evaluation)
         dp = per[per["task"] == task] if len(per) else per
-        for method in [m for m in METHOD_NAMES if len(dp) and m in set(dp["method"])]:
-            g = dp[dp["method"] == method].groupby("step")["accuracy"]
-            n = dp[dp["method"] == method]["seed"].nunique()
-            ax.plot(g.mean().index, 100 * g.mean().values, marker="o", ms=3,
-                    label=f"{METHOD_NAMES[method]} ({n} seed{'s' if n != 1 else ''})")
-            if n > 1:
-                ax.fill_between(g.min().index, 100 * g.min().values, 100 * g.max().values, alpha=0.15, lw=0)
         if len(dp):
+            band = an.seed_band(dp, "accuracy")
+            for method in [m for m in METHOD_NAMES if m in set(dp["method"])]:
+                b = band[band["method"] == method].sort_values("step")
+                an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), k=100, alpha=0.15, marker="o", ms=3,
+                             label=an.seeds_label(METHOD_NAMES[method], int(b["n_seeds"].max())))
             ax.set_title(f"held-out accuracy (%), greedy, {int(dp['n'].iloc[0])} fixed problems")
             ax.set_xlabel("optimizer step")
             ax.legend(fontsize=8)
@@ -633,14 +630,14 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
         means = [100 * rs[rs.method == m].eval_accuracy.mean() for m in order]
         cis = [100 * _mean_ci(list(rs[rs.method == m].eval_accuracy))[1] for m in order]
         one_seed = all(math.isnan(c) for c in cis)  # one seed: no interval, not a zero one
-        ax.bar([METHOD_NAMES[m] for m in order], means, color="tab:gray")
+        ax.bar([METHOD_NAMES[m] for m in order], means, color=[an.METHOD_COLORS.get(m, "tab:gray") for m in order])
         if not one_seed:  # an interval only where a method has >= 2 seeds (nan: none drawn)
             ax.errorbar(range(len(order)), means, yerr=cis, fmt="none", ecolor="k", capsize=4)
         ax.axhline(100 * base[task]["accuracy"], color="k", ls="--", lw=1, label="start")
         ax.set_title(f"final held-out accuracy (%), greedy{'' if one_seed else ', ± 95% t-interval'}")
         ax.legend(fontsize=8)
         fig.suptitle(f"task '{task}' (mean over seeds, band min–max when > 1 seed; training curves "
-                     f"smoothed over 10 steps)")
+                     f"a centred rolling mean over 10 steps)")
         fig.tight_layout()
         p = figdir / f"{task}_curves.png"
         fig.savefig(p, dpi=110)

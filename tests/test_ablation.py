@@ -102,3 +102,24 @@ def test_a_run_another_process_trains_is_not_started_twice(tmp_path):
     (out / demo.LOCK).write_text(f"{other.pid}\n")
     n = demo.run_all(tmp_path, [job], {}, 1, 1)
     assert n == 0 and other.poll() == 0 and Run(out).is_done()
+
+
+def test_demo_table_shares_the_ablation_aggregation():
+    """table() and ablation_table() aggregate, write CSV and format ± the same way: a column a
+    row lacks is left out (nan -> '–' when no row has it), floats to 6 digits, the interval
+    without a sign."""
+    accs, covs = [0.50, 0.60, 0.55], [1.0, 2.0, 4.5]
+    rows = [{**_row("sum", "dapo", s, a, 20.0), "eval_gain": a - 0.5, "len_adv_cov_mean": c, "wall_s": None}
+            for s, (a, c) in enumerate(zip(accs, covs))]  # no train_length / train_entropy keys
+    base = {"sum": {"accuracy": 0.5, "response_length_mean": 20.0, "style_share": {"verbose": 0.3}}}
+    md, csv, agg = demo.table(rows, base)
+    (a,) = agg
+    m = sum(covs) / 3
+    ci = 4.303 * math.sqrt(sum((x - m) ** 2 for x in covs) / 2) / math.sqrt(3)
+    assert a["len_adv_cov_mean"] == pytest.approx(2.5) and a["len_adv_cov_mean_ci95"] == pytest.approx(ci)
+    assert math.isnan(a["train_length"]) and math.isnan(a["wall_s"])
+    assert f"| +2.50 ± {ci:.2f} |" in md and "| – | – |" in md
+    header, line = csv.splitlines()
+    cell = dict(zip(header.split(","), line.split(",")))
+    assert cell["eval_accuracy"] == "0.55" and cell["len_adv_cov_mean_ci95"] == f"{ci:.6g}"
+    assert cell["train_length"] == "nan" and cell["seeds"] == "3"

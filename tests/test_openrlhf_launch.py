@@ -334,6 +334,8 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
     is recorded instead of run, and a fake evaluation leaves scores.json in the run folder."""
     import pandas as pd
 
+    from repro.paper import BENCHMARK_NAMES
+
     src = tmp_path / "data"
     (src / "train" / "simplelr_qwen_level3to5").mkdir(parents=True)
     pd.DataFrame({"question": [f"q{i}" for i in range(130)], "gt_answer": ["1"] * 130}).to_parquet(
@@ -346,7 +348,7 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
             assert reproduce.main(cmd[3:]) == 0
         if cmd[2] == "repro.eval":
             out = Path(cmd[cmd.index("--out") + 1])
-            accs = {b: {"accuracy": 50.0} for b in reproduce.BENCH}
+            accs = {b: {"accuracy": 50.0} for b in BENCHMARK_NAMES}
             runs.write_json_atomic(out / "scores.json", {"primary_grader": "qwen", "graders": {
                 "qwen": {"benchmarks": accs, "average": 50.0}}})
 

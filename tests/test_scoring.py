@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from repro import paper
 from repro.eval import backends as B
-from repro.eval.run import PAPER_TABLE, comparison_markdown, evaluate, guess_size, paper_table
+from repro.eval.run import evaluate
 from repro.eval.scoring import benchmark_scores, default_ks, pass_at_k, unweighted_average
 
 
@@ -64,12 +65,12 @@ def test_unweighted_average():
 # the paper's Table 1 as entered
 # ------------------------------------------------------------------------------------------------
 def test_table1_as_entered():
-    rows = paper_table()
+    rows = paper.load_table1().to_dict("records")
     assert [(r["size"], r["method"]) for r in rows] == [
         (s, m) for s in ("1.5B", "3B", "7B") for m in ("Base", "DAPO", "GRPO", "λ-GRPO")]
     cols = ["gsm8k", "math500", "minerva_math", "gaokao2023en", "olympiadbench", "college_math",
             "aime24", "amc23"]
-    with open(PAPER_TABLE, newline="") as fh:
+    with open(paper.TABLE1_CSV, newline="") as fh:
         assert next(csv.reader(fh)) == ["size", "method"] + cols + ["avg"]
     for r in rows:
         mean = sum(r[c] for c in cols) / 8
@@ -82,9 +83,11 @@ def test_table1_as_entered():
     assert by[("3B", "Base")]["gsm8k"] == 81.6 and by[("7B", "GRPO")]["aime24"] == 17.2
 
 
-def test_guess_size():
-    assert guess_size("Qwen/Qwen2.5-1.5B") == "1.5B" and guess_size("ckpt/qwen2.5-7b-lgrpo") == "7B"
-    assert guess_size("runs/x/checkpoints/step_000160") is None
+def test_size_of():
+    assert paper.size_of("Qwen/Qwen2.5-1.5B") == "1.5B" and paper.size_of("ckpt/qwen2.5-7b-lgrpo") == "7B"
+    assert paper.size_of("runs/x/checkpoints/step_000160") is None
+    assert paper.size_of("llama-3b") is None  # only a Qwen2.5 model names a Table 1 block
+    assert paper.size_of({"model": {"path": "Qwen/Qwen2.5-3B"}, "seed": 1}) == "3B"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,7 +134,7 @@ SETTINGS = dict(avg_n=8, max_tokens=64, grade_workers=1, grade_timeout=20.0, chu
 
 def test_evaluate_scores_records_and_tables(tmp_path):
     fake = FakeBackend()
-    s = evaluate(ROWS, tmp_path, backend_factory=lambda: fake, model_id="fake-1.5B",
+    s = evaluate(ROWS, tmp_path, backend_factory=lambda: fake, model_id="fake/Qwen2.5-1.5B-step160",
                  settings=SETTINGS, progress=False)
     q = s["graders"]["qwen"]["benchmarks"]
     assert q["gsm8k"]["accuracy"] == pytest.approx(200 / 3)  # 18 right, 2 wrong, 70,000 right
@@ -188,7 +191,7 @@ def test_interrupted_run_resumes(tmp_path):
 def test_comparison_without_size_lists_all_rows():
     scores = {"model": "m", "primary_grader": "qwen",
               "graders": {"qwen": {"benchmarks": {"gsm8k": {"accuracy": 80.0}}, "average": 80.0}}}
-    text = comparison_markdown(scores, paper_table(), None)
+    text = paper.comparison_markdown(scores, None)
     assert text.count("| paper ") == 12 and "| diff vs 3B Base | -1.6 |" in text
 
 

@@ -58,9 +58,9 @@ def test_gains_quoted_in_the_abstract():
 
 
 def test_package_check_agrees_with_this_one():
-    from repro import analysis as an
+    from repro import paper
 
-    chk = an.table1_average_check(an.load_table1(CSV))
+    chk = paper.table1_average_check(paper.load_table1(CSV))
     for (_, row), r in zip(chk.iterrows(), _rows()):
         mean = float(sum(Fraction(r[b]) for b in BENCH) / 8)
         assert row["recomputed avg"] == pytest.approx(mean, abs=1e-12)

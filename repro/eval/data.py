@@ -13,10 +13,11 @@ yes/no golds), ``gold`` (the gold answer string as that evaluation takes it, bef
 normalisation), ``source_id`` where the file has one, and per-benchmark fields (e.g.
 OlympiadBench's ``answers`` list for multi-answer problems, CollegeMath's per-row ``license``).
 
-Gold answers: gsm8k, the text after ``####``; math500 and minerva_math, the answer the Qwen
-extraction finds in the ``solution`` (its last ``\\boxed{}``); olympiadbench, ``final_answer[0]``
-without ``$``; gaokao2023en and college_math, ``answer`` without ``$``; aime24 and amc23,
-``answer`` as a string (amc23 stores floats: ``27.0``).
+Gold answers, source ids and kept fields: per benchmark in ``repro.paper.BENCHMARKS`` (gsm8k,
+the text after ``####``; math500 and minerva_math, the answer the Qwen extraction finds in the
+``solution``, its last ``\\boxed{}``; olympiadbench, ``final_answer[0]`` without ``$``;
+gaokao2023en and college_math, ``answer`` without ``$``; aime24 and amc23, ``answer`` as a
+string, amc23 storing floats: ``27.0``).
 
 College Math: the paper says 500 problems drawn with ``random.seed(42)``, but no such subset is
 published. The default is all 2818 rows; ``--college-math-subset 500`` keeps the rows at
@@ -35,11 +36,14 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from repro import paper
+
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "data" / "manifest.json"
-BENCHMARKS = ("gsm8k", "math500", "minerva_math", "gaokao2023en", "olympiadbench",
-              "college_math", "aime24", "amc23")
 TRAIN = "simplelr_qwen_level3to5_train"
+# The benchmark names are repro.paper's; this alias is kept only for repro/speed/grading.py
+# (edited on another branch), to be dropped when it imports repro.paper.BENCHMARK_NAMES.
+BENCHMARKS = paper.BENCHMARK_NAMES
 
 
 class DataError(RuntimeError):
@@ -144,37 +148,16 @@ def _question(row: dict) -> str:
 
 
 def gold_answer(name: str, row: dict) -> str:
-    """The gold answer of one raw row, as the Qwen2.5-Math / SimpleRL-Zoo evaluation takes it."""
-    from repro.grading.qwen import extract_answer
-
-    if name == "gsm8k":
-        return row["answer"].split("####")[-1].strip()
-    if name in ("math500", "minerva_math"):
-        return extract_answer(row["solution"], name).strip()
-    if name == "olympiadbench":
-        return str(row["final_answer"][0]).strip("$").strip()
-    if name in ("gaokao2023en", "college_math"):
-        return str(row["answer"]).replace("$", "").strip()
-    if name in ("aime24", "amc23"):
-        return str(row["answer"]).strip()
+    """The gold answer of one raw row, as the Qwen2.5-Math / SimpleRL-Zoo evaluation takes it
+    (the benchmark's rule in ``repro.paper``; the training set's ``answer`` field)."""
     if name == TRAIN:
-        return str(row["answer"]).strip()
-    raise DataError(f"unknown benchmark {name!r}")
+        return paper.gold_answer_field(row, name)
+    if name not in paper.BY_NAME:
+        raise DataError(f"unknown benchmark {name!r}")
+    return paper.BY_NAME[name].gold_answer(row)
 
 
-_EXTRA_FIELDS = {
-    "math500": ("subject", "level", "unique_id"),
-    "minerva_math": ("type",),
-    "gaokao2023en": ("source",),
-    "olympiadbench": ("subfield", "answer_type", "is_multiple_answer", "unit"),
-    "college_math": ("data_source", "data_topic", "license"),
-    "aime24": ("url",),
-    "amc23": ("url",),
-    TRAIN: ("level", "subject"),
-}
-_SOURCE_ID = {"gsm8k": "idx", "math500": "unique_id", "minerva_math": "idx",
-              "olympiadbench": "id", "college_math": "question_number", "aime24": "id",
-              "amc23": "id"}
+_TRAIN_FIELDS = ("level", "subject")
 
 
 def normalise_row(name: str, i: int, row: dict) -> dict:
@@ -190,15 +173,14 @@ def normalise_row(name: str, i: int, row: dict) -> dict:
         # Two gaokao2023en rows have an empty answer. They are kept (the set has 385 rows) and
         # flagged; the qwen grader treats them as the original does (see repro.grading.qwen).
         out["gold_missing"] = True
-    if name in _SOURCE_ID and _SOURCE_ID[name] in row:
-        out["source_id"] = row[_SOURCE_ID[name]]
-    for k in _EXTRA_FIELDS.get(name, ()):
+    b = paper.BY_NAME.get(name)
+    if b is not None and b.source_id in row:
+        out["source_id"] = row[b.source_id]
+    for k in (b.fields if b is not None else _TRAIN_FIELDS):
         if k in row:
             out[k] = row[k]
-    if name == "olympiadbench":
-        out["answers"] = [str(a).strip("$").strip() for a in row["final_answer"]]
-    if name == "math500":
-        out["answer_field"] = row.get("answer")
+    if b is not None and b.extra is not None:
+        out.update(b.extra(row))
     return out
 
 

@@ -4,9 +4,9 @@
 
 Protocol (pinned defaults, recorded in ``OUT/config.json``, overridable by flags):
 * prompt ``qwen-boxed``, zero-shot; stop strings ``<|im_end|>``, ``<|endoftext|>``, ``</s>``;
-* gsm8k, math500, minerva_math, gaokao2023en, olympiadbench, college_math: one greedy sample,
-  pass@1;
-* aime24, amc23: 32 samples at temperature 1.0, top-p 0.95 (SimpleRL-Zoo's settings),
+* the benchmarks and their decoding are ``repro.paper.BENCHMARKS``: gsm8k, math500,
+  minerva_math, gaokao2023en, olympiadbench, college_math: one greedy sample, pass@1;
+* aime24, amc23 (``sampled``): 32 samples at temperature 1.0, top-p 0.95 (SimpleRL-Zoo's settings),
   Average@32, plus unbiased pass@k;
 * max_tokens 16000 (SimpleRL-Zoo's evaluation script default; the paper does not state it);
 * graders ``qwen`` (primary, the paper's) and ``math-verify`` (second column), each answer graded
@@ -15,7 +15,7 @@ Protocol (pinned defaults, recorded in ``OUT/config.json``, overridable by flags
 
 Outputs in ``OUT``: ``generations/<benchmark>.jsonl`` (the resumable cache), ``records.jsonl``
 (one line per item, sample and grader), ``scores.json``, ``scores.csv`` and ``comparison.md``
-(the scores beside the paper's Table 1, ``paper_artifacts/table1_paper.csv``, with differences).
+(the scores beside the paper's Table 1, ``repro.paper.comparison_markdown``, with differences).
 Re-running the same command resumes: only missing generations are produced, and the model is
 not even loaded when none are missing.
 """
@@ -25,37 +25,35 @@ import argparse
 import csv
 import io
 import json
-import re
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from repro.eval.data import BENCHMARKS, REPO, default_src, load_benchmark, load_normalised
+from repro import paper
+from repro.eval.data import REPO, default_src, load_benchmark, load_normalised
 from repro.eval.prompts import build_prompt, stop_strings
 from repro.eval.scoring import benchmark_scores, unweighted_average
 
-SAMPLED = ("aime24", "amc23")
-PAPER_TABLE = REPO / "paper_artifacts" / "table1_paper.csv"
-DEFAULTS = dict(template="qwen-boxed", max_tokens=16000, avg_n=32, temperature=1.0, top_p=0.95,
+DEFAULTS = dict(template="qwen-boxed", max_tokens=16000, avg_n=paper.AVG_N, temperature=1.0, top_p=0.95,
                 graders=("qwen", "math-verify"), grade_timeout=5.0, grade_workers=2, seed=0)
 
 
 def protocol(benchmark: str, *, avg_n: int, temperature: float, top_p: float) -> dict:
-    """Sampling settings of one benchmark."""
-    if benchmark in SAMPLED:
+    """Sampling settings of one benchmark (``repro.paper``: sampled, or one greedy sample)."""
+    if paper.benchmark(benchmark).sampled:
         return dict(n=avg_n, temperature=temperature, top_p=top_p)
     return dict(n=1, temperature=0.0, top_p=1.0)
 
 
 def parse_benchmarks(spec: str) -> list[str]:
     if spec == "all":
-        return list(BENCHMARKS)
+        return list(paper.BENCHMARK_NAMES)
     names = [s.strip() for s in spec.split(",") if s.strip()]
-    bad = [n for n in names if n not in BENCHMARKS]
+    bad = [n for n in names if n not in paper.BY_NAME]
     if bad:
-        raise SystemExit(f"unknown benchmark(s) {bad}; known: {', '.join(BENCHMARKS)}")
+        raise SystemExit(f"unknown benchmark(s) {bad}; known: {', '.join(paper.BENCHMARK_NAMES)}")
     return names
 
 
@@ -183,18 +181,16 @@ def evaluate(rows: dict[str, list[dict]], out: str | Path, *,
                                 "average_over": list(per)}
     write_json_atomic(out / "scores.json", scores)
     write_text_atomic(out / "scores.csv", scores_csv(scores))
+    # the paper's Table 1 (repro.paper.load_table1: a missing file raises Table1Missing, after
+    # scores.json is written; a rerun reuses the generations)
     write_text_atomic(out / "comparison.md",
-                      comparison_markdown(scores, paper_table(), paper_size or guess_size(model_id)))
+                      paper.comparison_markdown(scores, paper_size or paper.size_of(str(model_id))))
     return scores
 
 
 # ---------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------
-COLUMNS = list(BENCHMARKS)
-HEADERS = ["GSM8K", "MATH500", "Minerva", "Gaokao", "Olympiad", "College Math", "AIME", "AMC"]
-
-
 def scores_csv(scores: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -207,61 +203,6 @@ def scores_csv(scores: dict) -> str:
                         s["n_flagged"], pk])
         w.writerow([g, "avg", f"{res['average']:.4f}", "", "", "", ""])
     return buf.getvalue()
-
-
-def paper_table(path: Path = PAPER_TABLE) -> list[dict]:
-    """The paper's Table 1 as rows {size, method, <benchmark>..., avg} (floats)."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for c in COLUMNS + ["avg"]:
-            r[c] = float(r[c])
-    return rows
-
-
-def guess_size(model_id: str) -> str | None:
-    m = re.search(r"(?i)(1\.5|3|7)b", str(model_id))
-    return f"{m.group(1)}B" if m else None
-
-
-def comparison_markdown(scores: dict, paper: list[dict], size: str | None) -> str:
-    """Our row per grader, then the paper's rows (of ``size`` when known) with our difference."""
-    def fmt(v):
-        return f"{v:.1f}"
-
-    head = "| row | " + " | ".join(HEADERS) + " | Avg. |\n|---|" + "---|" * (len(HEADERS) + 1) + "\n"
-    ns = sorted({s["n_samples"] for res in scores["graders"].values()
-                 for b, s in res["benchmarks"].items() if b in ("aime24", "amc23")})
-    avg_n = "/".join(map(str, ns)) if ns else "32"
-    lines = [f"# {scores['model']} vs the paper's Table 1\n\n",
-             f"Accuracy in %: pass@1 (greedy) for the first six sets, Average@{avg_n} for AIME and "
-             "AMC (the paper: Average@32); "
-             "Avg. is the unweighted mean of the 8. `diff` = ours (primary grader) - paper.\n\n",
-             head]
-    ours = {}
-    for g, res in scores["graders"].items():
-        vals = [res["benchmarks"][b]["accuracy"] if b in res["benchmarks"] else None
-                for b in COLUMNS]
-        if g == scores["primary_grader"]:
-            ours = dict(zip(COLUMNS, vals))
-            ours["avg"] = res["average"] if all(v is not None for v in vals) else None
-        avg = fmt(res["average"]) + ("" if all(v is not None for v in vals) else " (subset)")
-        lines.append(f"| ours ({g}) | " + " | ".join("-" if v is None else fmt(v) for v in vals)
-                     + f" | {avg} |\n")
-    rows = [r for r in paper if size is None or r["size"] == size]
-    for r in rows:
-        lines.append(f"| paper {r['size']} {r['method']} | "
-                     + " | ".join(fmt(r[c]) for c in COLUMNS) + f" | {fmt(r['avg'])} |\n")
-        diffs = []
-        for c in COLUMNS + ["avg"]:
-            v = ours.get(c)
-            diffs.append("-" if v is None else f"{v - r[c]:+.1f}")
-        lines.append(f"| diff vs {r['size']} {r['method']} | " + " | ".join(diffs) + " |\n")
-    if not paper:
-        lines.append(f"\n(paper table not found at {PAPER_TABLE})\n")
-    return "".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -223,7 +223,8 @@ def _shape(ans: str, rng: random.Random, decoy: str) -> tuple[str, str]:
 
 def gold_pool(src=None) -> dict[str, list[tuple[int, str]]]:
     """{benchmark: [(id, gold), ...]} from ``repro.eval.data`` (the evaluation's own golds)."""
-    from repro.eval.data import BENCHMARKS, load_benchmark
+    from repro.eval.data import load_benchmark
+    from repro.paper import BENCHMARK_NAMES as BENCHMARKS
 
     return {b: [(r["id"], r["gold"]) for r in load_benchmark(b, src)] for b in BENCHMARKS}
 

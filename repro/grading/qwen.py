@@ -32,9 +32,11 @@ import re
 from functools import lru_cache
 
 from repro.grading import register_grader
+from repro.paper import UNITS_KEPT
 
-# Benchmarks whose answers keep their units (the original skips unit stripping for these).
-STRIP_EXCEPTIONS = frozenset({"minerva_math"})
+# Benchmarks whose answers keep their units (the original skips unit stripping for these):
+# ``units_kept`` in repro.paper.BENCHMARKS.
+STRIP_EXCEPTIONS = UNITS_KEPT
 # Benchmarks whose gold the original extracts from a solution's box and normalises three times.
 BOXED_GOLD = frozenset({"math500"})
 CHOICES = ("A", "B", "C", "D", "E")

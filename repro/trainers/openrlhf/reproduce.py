@@ -177,40 +177,16 @@ def run_cmd(cmd: list[str], env: dict | None = None) -> None:
         raise SystemExit(f"step failed (exit {res.returncode}): {shlex.join(cmd)}")
 
 
-PAPER_METHOD = {"grpo": "GRPO", "dapo": "DAPO", "lambda": "λ-GRPO"}  # Table 1 row names
-BENCH = ("gsm8k", "math500", "minerva_math", "gaokao2023en", "olympiadbench", "college_math", "aime24", "amc23")
-
-
 def comparison_table(size: str, run_dirs: dict[str, Path]):
-    """Per method: the paper's Table 1 row for this size (``paper_artifacts/table1_paper.csv``),
-    this reproduction's scores (primary grader of ``eval/scores.json``, accuracy in %) and the
-    difference. A method without scores gets a row saying so."""
-    import pandas as pd
-
+    """Per method: the paper's Table 1 row for this size, this reproduction's scores (primary
+    grader of ``eval/scores.json``, accuracy in %) and the difference; a method without scores
+    gets a row saying so (``repro.paper.comparison_frame``)."""
+    from repro import paper
     from repro.runs import Run
 
-    t1 = REPO / "paper_artifacts" / "table1_paper.csv"
-    paper = pd.read_csv(t1) if t1.exists() else None
-    rows = []
-    for method, rd in run_dirs.items():
-        ref = None
-        if paper is not None and method in PAPER_METHOD:
-            hit = paper[(paper["size"].str.lower() == size.lower()) & (paper["method"] == PAPER_METHOD[method])]
-            if len(hit):
-                ref = {b: float(hit.iloc[0][b]) for b in (*BENCH, "avg")}
-                rows.append({"method": method, "row": "paper", **ref})
-        sc = Run(rd).eval_scores()
-        if sc is None:
-            rows.append({"method": method, "row": "this run", "note": "no eval/scores.json"})
-            continue
-        g = sc["graders"][sc["primary_grader"]]
-        ours = {b: float(g["benchmarks"][b]["accuracy"]) for b in BENCH if b in g["benchmarks"]}
-        ours["avg"] = float(g["average"])
-        rows.append({"method": method, "row": f"this run ({sc['primary_grader']})", **ours})
-        if ref is not None:
-            rows.append({"method": method, "row": "this run - paper",
-                         **{b: ours[b] - ref[b] for b in ours if b in ref}})
-    return pd.DataFrame(rows)
+    table = paper.load_table1(REPO / "paper_artifacts" / "table1_paper.csv")
+    return paper.comparison_frame([({"method": m}, Run(rd).eval_scores()) for m, rd in run_dirs.items()],
+                                  size, table)
 
 
 # ----------------------------------------------------------------------------------------------

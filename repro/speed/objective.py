@@ -5,7 +5,7 @@ Both losses compute the same by-products (clip fraction, the PPO KL estimate), a
 loss does. Runs are interleaved (baseline, λ, baseline, λ, ...) so that load on a shared machine
 hits both alike; the reported figure is the median of the per-pair time ratios.
 
-    python -m repro.benchmarks.objective [--reps 30] [--dtype float32]
+    python -m repro.speed.objective [--reps 30] [--dtype float32]
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ a built-in list of golds when the data is absent). Each grader grades the whole 
 evaluation's own machinery (extraction + worker processes with the per-item timeout) and the
 script prints responses per second, the timeouts, and how often the two graders agree.
 
-    python -m repro.benchmarks.grading [--n 6000] [--workers 2] [--timeout 5] [--graders qwen,math-verify]
+    python -m repro.speed.grading [--n 6000] [--workers 2] [--timeout 5] [--graders qwen,math-verify]
 
 Target (issue 3): the whole set in under 60 s with the ``qwen`` grader on 2 cores.
 
@@ -22,7 +22,7 @@ default, so that a pathological item costs it no more CPU than the original's 3 
 ``--one-worker`` adds the package with one worker. It prints pairs per second, each side's
 agreement with the recorded verdicts, and the ratio.
 
-    python -m repro.benchmarks.grading --corpus [--limit 1000] [--orig DIR --orig-python PY]
+    python -m repro.speed.grading --corpus [--limit 1000] [--orig DIR --orig-python PY]
 """
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def corpus_bench(workers: int, timeout: float, orig: str | None, orig_python: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m repro.benchmarks.grading")
+    ap = argparse.ArgumentParser(prog="python -m repro.speed.grading")
     ap.add_argument("--corpus", action="store_true", help="the grader-fidelity corpus, side by side")
     ap.add_argument("--orig", default=os.environ.get("ORIG_GRADER"))
     ap.add_argument("--orig-python", default=os.environ.get("ORIG_PYTHON"))

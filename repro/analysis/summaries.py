@@ -1,0 +1,53 @@
+"""Tables of runs: per-run and per-method summaries of the last steps, and λ's gradient against
+the within-group covariance of length and advantage."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from repro.analysis.plots import scale
+
+def grad_cov_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, run): Pearson and Spearman correlation between λ's applied gradient and the
+    within-group covariance of length and advantage, and the share of steps where their signs
+    are opposite. At λ = 0, ∂J/∂λ ≈ (r/Σ|o|)·Σ_i z_i·L_i with L_i = |o_i|·A_i on-policy, whose
+    sign follows cov(length, advantage); the logged ∂loss/∂λ is −∂J/∂λ, so mostly opposite signs."""
+    lam = df[(df["method"] == "lambda")].dropna(subset=["lambda_grad", "len_adv_cov"])
+    rows = []
+    for (task, run), d in lam.groupby(["task", "run"]):
+        x, y = d["len_adv_cov"].astype(float), d["lambda_grad"].astype(float)
+        nz = (x != 0) & (y != 0)
+        rows.append({"task": task, "run": run, "steps": len(d),
+                     "pearson": x.corr(y) if len(d) > 2 else np.nan,
+                     "spearman": x.rank().corr(y.rank()) if len(d) > 2 else np.nan,
+                     "opposite sign (%)": 100 * float((np.sign(x[nz]) != np.sign(y[nz])).mean()) if nz.any() else np.nan,
+                     "final λ": float(d.sort_values("step")["lambda"].iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def run_summary(df: pd.DataFrame, tail: float = 0.1) -> pd.DataFrame:
+    """Per run: the mean of each metric over the last ``tail`` share of its steps."""
+    rows = []
+    for run, d in df.groupby("run"):
+        d = d.sort_values("step")
+        last = d.iloc[-max(1, int(math.ceil(len(d) * tail))):]
+        row = {"run": run, "task": d["task"].iloc[0], "method": d["method"].iloc[0],
+               "seed": int(d["seed"].iloc[0]), "steps": int(d["step"].max()),
+               "final λ": float(d["lambda"].iloc[-1])}
+        for m in ("reward_mean", "accuracy", "response_length_mean", "truncated_rate", "entropy"):
+            if m in d and d[m].notna().any():
+                row[f"{m} (last {tail:.0%})"] = float(last[m].astype(float).mean()) * scale(m)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def method_summary(df: pd.DataFrame, tail: float = 0.1) -> pd.DataFrame:
+    """Per (task, method): mean ± std across seeds of the per-run summaries."""
+    s = run_summary(df, tail)
+    vals = [c for c in s.columns if c not in ("run", "task", "method", "seed", "steps")]
+    g = s.groupby(["task", "method"])[vals]
+    out = g.mean().add_suffix(" mean").join(g.std().add_suffix(" std")).join(
+        s.groupby(["task", "method"]).size().rename("seeds"))
+    return out.reset_index()

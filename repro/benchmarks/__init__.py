@@ -1,1 +1,0 @@
-"""Benchmark scripts (``make bench``). They print ratios measured in one run; no test times them."""
