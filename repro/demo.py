@@ -699,7 +699,7 @@ def run_ablation(a, argv) -> None:
         + (f"**Not finished: {len(missing)} of the {len(jobs)} runs** ({', '.join(missing)}); the table "
            f"holds the {len(rows)} finished ones (`--report-only` tabulated what was there; rerunning the "
            f"command trains the rest, reusing these).  \n" if missing else "")
-        + f"{h_floor_note([r for r, _ in rs], cfg0.group_size, cfg0.sigma)}  \n"
+        + f"{h_floor_note([r for r, _ in rs], cfg0.group_size, getattr(cfg0.weighting.params, 'sigma', 'sample'))}  \n"
         f"Held-out accuracy and length: greedy decoding on {n_eval} test-split problems after the last step; "
         "± is the 95% t-interval across seeds (none with one seed). Δ vs DAPO is paired by seed: the same seed "
         "gives every method the same training problems and the same sampling seeds, and at λ = 0 λ-GRPO's "
