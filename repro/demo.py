@@ -500,6 +500,8 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
     import pandas as pd
 
     df = pd.DataFrame(recs)
+    if df.empty:  # no finished run yet (e.g. --report-only before training): the report lists them
+        return []
     tasks = sorted(df["task"].unique())
     lam = df[df["lr"].notna()]
     cells = sorted(lam["cell"].unique(), key=lambda n: (lam[lam.cell == n].lr.iloc[0], lam[lam.cell == n].r.iloc[0]))

@@ -123,3 +123,16 @@ def test_demo_table_shares_the_ablation_aggregation():
     cell = dict(zip(header.split(","), line.split(",")))
     assert cell["eval_accuracy"] == "0.55" and cell["len_adv_cov_mean_ci95"] == f"{ci:.6g}"
     assert cell["train_length"] == "nan" and cell["seeds"] == "3"
+
+
+def test_report_only_writes_the_report_with_no_runs(tmp_path):
+    # the report's whole path as the command runs it (config loading, the h > 0 note, the
+    # start-checkpoint evaluation, tables and figures), on an empty runs folder
+    from repro import demo
+
+    demo.main(["--ablation", "--report-only", "--out", str(tmp_path), "--tasks", "sum",
+               "--seeds", "1", "--eval-problems", "10"])
+    text = (tmp_path / "ablation.md").read_text()
+    assert "Not finished: 8 of the 8 runs" in text  # 3 λ lrs × 2 r + DAPO + GRPO, one seed, one task
+    # r = 1/3 with G = 8 and sample σ: h ≥ 1 − (1/3)·7/√8, computed here independently
+    assert f"{1 - (1 / 3) * 7 / 8 ** 0.5:.3f}" in text
