@@ -27,7 +27,7 @@ class PaperReward:
 
         resolve(grader, None)  # an unknown grader fails here, before training starts
         self.grader, self.label_key, self.workers = grader, label_key, int(workers)
-        self.pool = GradingPool(grader, workers=workers, timeout=timeout_s).start() if workers > 0 else None
+        self.pool = GradingPool(grader, workers=workers, timeout=timeout_s, clock="wall").start() if workers > 0 else None
         self.flags = {"timeout": 0, "error": 0}
 
     def _grade(self, pred: str, gold: str) -> bool:
