@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from repro.trainers.machine import visible_gpus
+
 REPO = Path(__file__).resolve().parents[3]
 LOCK = REPO / "environment.lock.txt"
 ENV_FILE = REPO / "environment.yml"
@@ -69,14 +71,10 @@ def machine_problems(cfg: dict) -> list[str]:
     """Plain sentences, one per missing piece; empty when the machine can run ``cfg``."""
     problems = []
     need = int(cfg["machine"]["gpus"])
-    try:
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        mem = [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(n)]
-    except Exception as e:  # noqa: BLE001
-        n, mem = 0, []
-        problems.append(f"cannot query GPUs through torch ({e})")
+    mem, why = visible_gpus()
+    n = len(mem)
+    if why:
+        problems.append(why)
     if n < need:
         problems.append(f"{cfg['name']} needs {need} GPUs; this machine has {n}"
                         + ("" if n else " (no CUDA GPU visible)"))

@@ -174,14 +174,12 @@ def machine_problems(cfg: dict, *, gpu: bool) -> list[str]:
     if (cfg.get("peft") or {}).get("enabled") and importlib.util.find_spec("peft") is None:
         out.append("peft.enabled but peft is not installed")
     if gpu:
-        try:
-            import torch
+        from repro.trainers.machine import visible_gpus
 
-            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            mem = [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(n)]
-        except Exception as e:  # noqa: BLE001
-            n, mem = 0, []
-            out.append(f"cannot query GPUs through torch ({e})")
+        mem, why = visible_gpus()
+        n = len(mem)
+        if why:
+            out.append(why)
         need = cfg.get("machine", {})
         if n < int(need.get("gpus", 1)):
             out.append(f"needs {need.get('gpus', 1)} CUDA GPU(s); this machine has {n}")
