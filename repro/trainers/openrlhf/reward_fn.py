@@ -66,8 +66,8 @@ def pool_for(grader: str, timeout_s: float, workers: int = DEFAULT_WORKERS) -> G
     key = (grader, float(timeout_s))
     with _pools_lock:
         if key not in _pools:
-                # training rewards keep the wall-clock rule: a step waits on them, and a grader
-                # that stalls without using CPU must not hold it for the CPU budget's wall cap
+            # training rewards keep the wall-clock rule: a step waits on them, and a grader
+            # that stalls without using CPU must not hold it for the CPU budget's wall cap
             try:
                 _pools[key] = GradingPool(grader, workers=workers, timeout=timeout_s, clock="wall")
             except ValueError as e:
