@@ -628,16 +628,19 @@ def clearly_unequal(x, y) -> bool:
     which cannot succeed for expressions whose difference is numerically non-zero. It answers
     False (inconclusive) for relations, matrices, sets, and wherever evaluation is not finite.
     """
-    from sympy import Expr
+    from sympy import Expr, Float, N
 
     if not isinstance(x, Expr) or not isinstance(y, Expr):
         return False
     d = x - y
     syms = sorted(d.free_symbols, key=str)
     for shift in (0, 3):
-        subs = {s: _PROBES[(k + shift) % len(_PROBES)] for k, s in enumerate(syms)}
-        v = complex(d.evalf(15, subs=subs))
-        scale = 1.0 + abs(complex(x.evalf(15, subs=subs))) + abs(complex(y.evalf(15, subs=subs)))
+        # substitute Floats and rebuild (xreplace), then evaluate: ``evalf(subs=...)`` recurses
+        # through an unevaluated nested product (what sympy's LaTeX parser makes of a word,
+        # ``1*(s*(i*(n*...)))``) in time exponential in its depth, seconds for 25 letters
+        subs = {s: Float(_PROBES[(k + shift) % len(_PROBES)], 15) for k, s in enumerate(syms)}
+        v = complex(N(d.xreplace(subs), 15))
+        scale = 1.0 + abs(complex(N(x.xreplace(subs), 15))) + abs(complex(N(y.xreplace(subs), 15)))
         if not (math.isfinite(v.real) and math.isfinite(v.imag) and math.isfinite(scale)):
             return False
         if abs(v) <= 1e-8 * scale:
