@@ -84,29 +84,18 @@ def test_intended_differences_are_documented():
         assert d["category"] in doc["categories"]
 
 
-# The rows whose package verdicts were compared in full so far (2026-12-02: 0-4199; see the note
-# in intended_differences.json). CI grades every 10th of them plus every listed difference, so
-# both a new difference and a fixed one still fail; GRADER_CORPUS_FULL=1 grades all 6,000 pairs.
-# The per-item budget (GRADER_CORPUS_TIMEOUT, default 10) is CPU seconds (grade_many's default
+# The whole corpus is graded (about 3 minutes on 2 cores). The per-item budget
+# (GRADER_CORPUS_TIMEOUT, default 3, the original's limit) is CPU seconds (grade_many's default
 # clock), so a loaded machine makes the test slower, not its verdicts different.
-COMPARED_ROWS = 4200
-
-
-def _agreement_rows(corpus, intended):
-    if os.environ.get("GRADER_CORPUS_FULL") == "1":
-        return corpus
-    listed = set(intended)
-    return [r for i, r in enumerate(corpus)
-            if i < COMPARED_ROWS and (i % 10 == 0 or r["uid"] in listed)]
 
 
 def test_qwen_agrees_with_the_original(corpus):
     """The evaluation's own path (extract_answer with the gold, grade_many with worker
     processes) against the original's verdicts, on every pair the original graded in 3 s."""
     intended = load_intended()
-    rows = _agreement_rows(corpus, intended)
+    rows = corpus
     res = grade_package(rows, "qwen", workers=2, timeout=float(os.environ.get(
-        "GRADER_CORPUS_TIMEOUT", "10")))
+        "GRADER_CORPUS_TIMEOUT", "3")))
     a = agreement(rows, [r.correct for r in res])
     per = ", ".join(f"{b} {100 * d['rate']:.2f}" for b, d in a["per_benchmark"].items())
     print(f"\n[qwen vs original] {a['agree']}/{a['total']} = {100 * a['rate']:.2f} %; {per}")
@@ -118,13 +107,7 @@ def test_qwen_agrees_with_the_original(corpus):
               if d["category"] == "timeout"}
     assert differ - expected == set(), "new differences from the original"
     assert expected - either - differ == set(), "listed differences that no longer occur"
-    if rows is corpus:  # GRADER_CORPUS_FULL=1: the goal, measured on every pair
-        assert a["rate"] >= GOAL, a
-    else:  # the slice shows the differences are exactly the listed ones; with that, the
-        # agreement on the compared rows is 1 - listed / graded pairs there
-        graded = sum(isinstance(r["orig"], bool) for r in corpus[:COMPARED_ROWS])
-        listed = sum(int(u.split("-")[1]) < COMPARED_ROWS for u in intended)
-        assert 1 - listed / graded >= GOAL, (listed, graded)
+    assert a["rate"] >= GOAL, a
     timeouts = [r["uid"] for r, x in zip(rows, res) if x.flagged == "timeout"]
     # a package timeout scores False: it may only meet a pair the original also failed (or a
     # listed difference, such as 0-3080)
