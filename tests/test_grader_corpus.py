@@ -113,3 +113,24 @@ def test_qwen_agrees_with_the_original(corpus):
     # listed difference, such as 0-3080)
     assert all(r["orig"] in (False, "timeout") for r in rows
                if r["uid"] in timeouts and r["uid"] not in intended)
+
+
+def test_compare_command_writes_the_agreement_table(corpus, tmp_path, monkeypatch):
+    """``make grader-agreement`` on a slice: the table's counts are those of an independent
+    in-process grading of the same pairs, and a listed difference is reported with its reason."""
+    import repro.grading.differential as d
+    from repro.grading.pool import grade_one
+
+    rows = [r for r in corpus if r["uid"] == "0-693"] + \
+        [r for r in corpus[:60] if isinstance(r["orig"], bool)][:20]
+    monkeypatch.setattr(d, "load_corpus", lambda: rows)
+    monkeypatch.setattr(d, "ARTIFACT", tmp_path / "grader_agreement")
+    assert d.main(["compare", "--graders", "qwen", "--workers", "1"]) == 0
+    md = (tmp_path / "grader_agreement.md").read_text()
+    out = json.loads((tmp_path / "grader_agreement.json").read_text())
+    agree = sum(grade_one("qwen", p, g, b).correct == r["orig"]
+                for r, (p, g, b) in zip(rows, d.package_items(rows)))
+    assert out["qwen"]["total"] == len(rows) and out["qwen"]["agree"] == agree
+    assert f"| all | {len(rows)} |" in md
+    assert "`0-693` (parser; differs in this run)" in md
+    assert load_intended()["0-693"] in md
