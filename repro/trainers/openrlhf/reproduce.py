@@ -26,6 +26,7 @@ import yaml
 
 from repro import config as layers
 from repro.objective import METHODS
+from repro.paper import TABLE1_METHODS  # the methods Table 1 trains; dr_grpo is an extra
 from repro.trainers.openrlhf.environment import machine_problems  # noqa: F401  (reproduce.machine_problems)
 from repro.trainers.openrlhf.prompts import PROMPTS_FILE, prepare_prompts, prompt_manifest_path
 from repro.trainers.openrlhf.settings import LambdaSettings, to_flags
@@ -33,7 +34,6 @@ from repro.trainers.openrlhf.settings import LambdaSettings, to_flags
 REPO = Path(__file__).resolve().parents[3]
 SIZES = tuple(layers.paper_sizes())  # repro/configs/paper/sizes/
 ALL_METHODS = tuple(m for m in METHODS if m in layers.paper_methods())  # with a paper config
-TABLE1_METHODS = ("grpo", "dapo", "lambda")  # the paper's Table 1; dr_grpo is an extra
 
 
 # ----------------------------------------------------------------------------------------------

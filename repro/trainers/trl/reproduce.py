@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 
+from repro.paper import TABLE1_METHODS
 from repro.trainers.openrlhf.reproduce import comparison_table, run_cmd
 from repro.trainers.trl.run import REPO, load_config, machine_problems
 
 RECIPE = REPO / "repro" / "configs" / "trl" / "qwen2.5-1.5b-1gpu.yaml"
-TABLE1_METHODS = ("grpo", "dapo", "lambda")
 PROMPTS_FILE = "data/trl/simplelr_qwen_level3to5.{template}.b{step}.seed{seed}.jsonl"
 
 
