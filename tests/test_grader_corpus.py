@@ -134,3 +134,15 @@ def test_compare_command_writes_the_agreement_table(corpus, tmp_path, monkeypatc
     assert f"| all | {len(rows)} |" in md
     assert "`0-693` (parser; differs in this run)" in md
     assert load_intended()["0-693"] in md
+
+
+def test_agreement_counts_each_direction():
+    """``agreement`` on hand-made rows: timeouts left out, extra / missing / net by hand."""
+    rows = [{"uid": f"0-{i}", "benchmark": b, "orig": o} for i, (b, o) in enumerate(
+        [("a", True), ("a", False), ("a", False), ("a", "timeout"), ("b", True), ("b", True)])]
+    a = agreement(rows, [True, True, False, True, False, True])
+    assert (a["agree"], a["total"], a["extra"], a["missing"]) == (3, 5, 1, 1)
+    assert a["differ"] == ["0-1", "0-4"] and a["net_pp"] == 0.0
+    pa, pb = a["per_benchmark"]["a"], a["per_benchmark"]["b"]
+    assert (pa["total"], pa["extra"], pa["missing"]) == (3, 1, 0) and pa["net_pp"] == 100 / 3
+    assert (pb["total"], pb["extra"], pb["missing"]) == (2, 0, 1) and pb["net_pp"] == -50.0

@@ -95,22 +95,30 @@ def grade_package(rows: list[dict], grader: str = "qwen", workers: int = 2,
 
 def agreement(rows: list[dict], verdicts: list[bool]) -> dict:
     """Agreement with the original on the pairs where it did not time out, overall and per
-    benchmark, plus the uids that differ."""
-    per = defaultdict(lambda: [0, 0])
+    benchmark, plus the uids that differ. ``extra``: pairs this grader accepts and the original
+    rejects; ``missing``: the reverse; ``net_pp``: (extra - missing) / pairs in points, how much
+    the measured accuracy on these pairs moves with the grader."""
+    per = defaultdict(lambda: [0, 0, 0, 0])  # agree, total, extra, missing
     differ = []
     for r, v in zip(rows, verdicts):
         o = r["orig"]
         if not isinstance(o, bool):
             continue
-        per[r["benchmark"]][1] += 1
+        c = per[r["benchmark"]]
+        c[1] += 1
         if bool(v) == o:
-            per[r["benchmark"]][0] += 1
+            c[0] += 1
         else:
             differ.append(r["uid"])
-    agree, total = sum(a for a, _ in per.values()), sum(t for _, t in per.values())
-    return {"agree": agree, "total": total, "rate": agree / total if total else float("nan"),
-            "per_benchmark": {b: {"agree": a, "total": t, "rate": a / t}
-                              for b, (a, t) in sorted(per.items())},
+            c[2 if v else 3] += 1
+
+    def block(a, t, x, m):
+        return {"agree": a, "total": t, "rate": a / t if t else float("nan"), "extra": x,
+                "missing": m, "net_pp": 100 * (x - m) / t if t else float("nan")}
+
+    tot = [sum(c[k] for c in per.values()) for k in range(4)]
+    return {**block(*tot),
+            "per_benchmark": {b: block(*c) for b, c in sorted(per.items())},
             "differ": differ}
 
 
@@ -219,6 +227,19 @@ def cmd_compare(args) -> int:
     for g, a in report.items():
         lines.append(f"{g}: {a['agree']}/{a['total']} agree, {len(a['differ'])} differ, "
                      f"{a['timeouts']} pairs over the budget, {a['seconds']:.0f} s.")
+    lines += ["", "Direction of the differences: pairs the grader accepts and the original rejects "
+              "(+), pairs the original accepts and the grader rejects (−), and the net change of "
+              "the accuracy measured on these pairs (points). The corpus is weighted toward "
+              "non-integer answers and hard shapes, so this shows the direction and size of the "
+              "grader effect, not Table 1's shift itself.\n",
+              "| benchmark | " + " | ".join(f"{g} + / − / net (pp)" for g in report) + " |",
+              "|---|" + "---|" * len(report)]
+    for b in benches + ["all"]:
+        cells = []
+        for a in report.values():
+            d = a if b == "all" else a["per_benchmark"][b]
+            cells.append(f"{d['extra']} / {d['missing']} / {d['net_pp']:+.2f}")
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
     if "qwen" in report and INTENDED.exists():
         intended = json.loads(INTENDED.read_text())
         cats = intended["categories"]
