@@ -113,6 +113,7 @@ def main(rank: int, world: int, port: int, workdir: str, phases: list[str]) -> N
         run_phase(rank, world, workdir, phase)
     with open(os.path.join(workdir, f"shims.rank{rank}.json"), "w") as fh:
         json.dump(shims, fh)
+    torch.distributed.barrier()  # no rank tears gloo down while the other still talks to it
     torch.distributed.destroy_process_group()
 
 

@@ -161,6 +161,7 @@ def main(rank: int, world: int, port: int, out: str) -> None:
     with open(out, "w") as fh:
         json.dump({"lambdas": lambdas, "grads": grads, "optimizer_steps": trainer.lgrpo_optimizer_steps,
                    "status": status}, fh)
+    dist.barrier()  # no rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 

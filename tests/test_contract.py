@@ -132,6 +132,7 @@ def _two_rank_worker(rank: int, init: str, out: str) -> None:
     grad = ws.step()
     with open(out, "w") as fh:
         json.dump({"f": st.reduced(), "grad": grad, "lambda": ws.value}, fh)
+    dist.barrier()  # no rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 

@@ -49,6 +49,7 @@ def _worker(rank, world, init_file, out_dir):
     try:
         traj = run_steps(rank, world)
     finally:
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
         dist.destroy_process_group()
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
         json.dump(traj, fh)
