@@ -186,6 +186,17 @@ def cmd_record(args) -> int:
     return 0
 
 
+def _bench_rows(report: dict, benches: list[str], cell, pairs: bool = False) -> list[str]:
+    """Markdown rows, one per benchmark and one for all: ``cell(d)`` of each grader's agreement
+    block ``d``; with ``pairs``, the number of compared pairs (the first grader's) after the name."""
+    out = []
+    for b in benches + ["all"]:
+        ds = [a if b == "all" else a["per_benchmark"][b] for a in report.values()]
+        n = f" {ds[0]['total']} |" if pairs else ""
+        out.append(f"| {b} |{n} " + " | ".join(cell(d) for d in ds) + " |")
+    return out
+
+
 def cmd_compare(args) -> int:
     rows = load_corpus()
     report = {}
@@ -215,14 +226,7 @@ def cmd_compare(args) -> int:
              f"of {args.timeout:g} CPU seconds per pair).\n",
              "| benchmark | pairs | " + " | ".join(f"{g} agrees" for g in report) + " |",
              "|---|---|" + "---|" * len(report)]
-    for b in benches + ["all"]:
-        cells = []
-        for a in report.values():
-            d = a if b == "all" else a["per_benchmark"][b]
-            cells.append(f"{100 * d['rate']:.2f} %")
-        tot = next(iter(report.values()))
-        n = tot["total"] if b == "all" else tot["per_benchmark"][b]["total"]
-        lines.append(f"| {b} | {n} | " + " | ".join(cells) + " |")
+    lines += _bench_rows(report, benches, lambda d: f"{100 * d['rate']:.2f} %", pairs=True)
     lines.append("")
     for g, a in report.items():
         lines.append(f"{g}: {a['agree']}/{a['total']} agree, {len(a['differ'])} differ, "
@@ -234,12 +238,8 @@ def cmd_compare(args) -> int:
               "grader effect, not Table 1's shift itself.\n",
               "| benchmark | " + " | ".join(f"{g} + / − / net (pp)" for g in report) + " |",
               "|---|" + "---|" * len(report)]
-    for b in benches + ["all"]:
-        cells = []
-        for a in report.values():
-            d = a if b == "all" else a["per_benchmark"][b]
-            cells.append(f"{d['extra']} / {d['missing']} / {d['net_pp']:+.2f}")
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lines += _bench_rows(report, benches,
+                         lambda d: f"{d['extra']} / {d['missing']} / {d['net_pp']:+.2f}")
     if "qwen" in report and INTENDED.exists():
         intended = json.loads(INTENDED.read_text())
         cats = intended["categories"]
