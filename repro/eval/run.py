@@ -338,7 +338,7 @@ def check_context(spec: str, rows: dict[str, list[dict]], template: str, max_tok
     A budget that alone fills the context is refused at once; otherwise the prompts are counted
     with the model's tokenizer, as the backends encode them."""
     ctx = model_context(spec, max_model_len)
-    if ctx is None or not any(rows.values()):
+    if ctx is None:
         return
     where = f"{spec}'s context of {ctx} tokens" + (" (--max-model-len)" if max_model_len else
                                                     " (max_position_embeddings in its config.json)")
@@ -349,9 +349,11 @@ def check_context(spec: str, rows: dict[str, list[dict]], template: str, max_tok
 
     for b in rows:
         mt = max_tokens_of(b, max_tokens)
-        if rows[b] and mt >= ctx:
+        if mt >= ctx:
             raise UsageError(f"--max-tokens {mt} does not fit {where} with any {b} prompt: "
                              f"pass --max-tokens below {ctx} minus the prompt's length{hint(b)}")
+    if not any(rows.values()):  # the quick check only (before the data are read)
+        return
     try:
         from transformers import AutoTokenizer
 
@@ -475,6 +477,8 @@ def _main(args) -> int:
     if not cpu and args.heldout_problems is not None:
         raise UsageError("--heldout-problems applies to the CPU task's sets only (use --limit for a slice)")
     model = check_model(args.model)
+    max_tokens = args.max_tokens if args.max_tokens is not None else DEFAULTS["max_tokens"]
+    check_context(model, {b: [] for b in benches}, DEFAULTS["template"], max_tokens, args.max_model_len)
     data_src = Path(args.data_src) if args.data_src else default_src()
     try:
         rows = load_rows(benches, Path(args.data) if args.data else None, data_src,
@@ -482,7 +486,6 @@ def _main(args) -> int:
     except DataError as e:
         raise UsageError(f"{e}: run `make data` (DATA_SRC=<folder of the raw files>) or pass "
                          f"--data-src DIR") from None
-    max_tokens = args.max_tokens if args.max_tokens is not None else DEFAULTS["max_tokens"]
     check_context(model, rows, DEFAULTS["template"], max_tokens, args.max_model_len)
     out = Path(args.out)
     if args.overwrite and (out / "generations").exists():
