@@ -287,7 +287,8 @@ def check_model(spec: str) -> str:
     if p.is_dir():
         if (p / "config.json").is_file():
             return str(p)
-        hint = (f"; a run's checkpoints are in {p / 'checkpoints'}/" if (p / "checkpoints").is_dir() else "")
+        hint = (f"; a run's checkpoints are in {p / 'checkpoints'}/ (the newest: {p / 'checkpoints' / 'latest'})"
+                if (p / "checkpoints").is_dir() else "")
         raise UsageError(f"--model {spec}: no config.json in that folder (a checkpoint folder holds "
                          f"config.json and the weights){hint}")
     if p.exists():
