@@ -87,7 +87,8 @@ data: venv  ## [cpu] fetch and check the 8 benchmarks + training set (DATA_SRC=.
 	$(VPY) -m repro.eval.data --src $(DATA_SRC) --out data/cache
 
 BENCHMARKS ?= all
-eval: venv  ## [gpu] repro.eval: MODEL=... OUT=... [BENCHMARKS=all|sum_heldout,...] (vLLM on GPU, HF on CPU)
+eval: venv  ## [cpu] repro.eval MODEL=... OUT=...: BENCHMARKS=all (the paper's 8; vLLM on GPU) or sum_heldout (a CPU checkpoint)
+	@test -n "$(MODEL)" -a -n "$(OUT)" || { echo "make eval: give MODEL=<checkpoint folder> OUT=<output folder> (BENCHMARKS=all or sum_heldout)" >&2; exit 2; }
 	$(VPY) -m repro.eval --model $(MODEL) --benchmarks $(BENCHMARKS) --out $(OUT)
 
 # Every figure and table from the runs under RUNS, written to RUNS/artifacts; the committed
