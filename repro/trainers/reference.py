@@ -419,10 +419,14 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     if (a.config is None) == (a.task is None or a.method is None) or (a.config and (a.task or a.method)):
         ap.error("give --task and --method, or --config")
-    overrides = parse_overrides(a.set)
-    cfg = (TrainConfig.from_yaml(a.config, overrides) if a.config
-           else load_cpu_config(a.task, a.method, overrides))
-    run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress, tensorboard=a.tensorboard)
+    with layers.config_errors("python -m repro.trainers.reference"):  # one line, exit code 2
+        overrides = parse_overrides(a.set)
+        cfg = (TrainConfig.from_yaml(a.config, overrides) if a.config
+               else load_cpu_config(a.task, a.method, overrides)).validate()
+    try:
+        run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress, tensorboard=a.tensorboard)
+    except FileExistsError as e:  # a finished or started run in --out: one line, exit code 2
+        raise SystemExit(f"python -m repro.trainers.reference: {e}") from None
     print(f"done: {run.path} {(run.path / 'DONE').read_text().strip()}")
 
 
