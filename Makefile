@@ -59,14 +59,14 @@ bench: venv
 	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.speed.grading --corpus --limit $(BENCH_CORPUS_N)
 
 # The grader-fidelity corpus (issue 10): regenerate the pairs and the ORIGINAL grader's verdicts
-# (needs its checkout and venv: see repro/grading/differential.py), then the agreement table.
+# (needs its checkout and venv: see repro/fidelity/differential.py), then the agreement table.
 ORIG_GRADER ?= ../scratch/orig-grader/examples/simplelr_math_eval
 ORIG_PYTHON ?= ../scratch/orig-grader/venv/bin/python
 grader-corpus: venv
-	$(VPY) -m repro.grading.differential record --orig $(ORIG_GRADER) --orig-python $(ORIG_PYTHON)
-	$(VPY) -m repro.grading.differential compare
+	$(VPY) -m repro.fidelity.differential record --orig $(ORIG_GRADER) --orig-python $(ORIG_PYTHON)
+	$(VPY) -m repro.fidelity.differential compare
 grader-agreement: venv
-	$(VPY) -m repro.grading.differential compare
+	$(VPY) -m repro.fidelity.differential compare
 
 data: venv
 	$(VPY) -m repro.eval.data --src $(DATA_SRC) --out data/cache
