@@ -101,7 +101,7 @@ TABLE1_SIZES = ("1.5B", "3B", "7B")
 # Table 1's row name for each of the package's method names ("base": the starting model)
 TABLE1_ROWS = {"grpo": "GRPO", "dapo": "DAPO", "lambda": "λ-GRPO", "base": "Base"}
 TABLE1_METHODS = ("grpo", "dapo", "lambda")  # the methods Table 1 trains
-PAPER_R = (1 / 30, 1 / 15, 1 / 9)  # the r values of Figure 2 (the paper trains with 1/9)
+FIG2_R = (1 / 30, 1 / 15, 1 / 9)  # the r values of Figure 2 (the paper trains with the last)
 
 
 class Table1Missing(FileNotFoundError):
