@@ -231,6 +231,14 @@ def test_a_config_without_every_key_is_refused_with_the_missing_keys(tmp_path):
     assert "'kl_coef'" in str(e.value) and "'lr'" not in str(e.value)
     with pytest.raises(TypeError):
         TrainConfig()  # no defaults of its own
+    # nor for λ's SGD: a weighting block without lambda: {init, lr} is refused too
+    for weighting in ("{method: lambda}", "{method: lambda, lambda: {lr: 0.1}}", "{lambda: {init: 0, lr: 0.1}}"):
+        _complete_yaml(p, weighting=weighting)
+        with pytest.raises(ValueError, match="must give method and lambda"):
+            TrainConfig.from_yaml(p)
+    _complete_yaml(p, weighting="{method: lambda, lambda: {init: 0.5, lr: 2}}")
+    cfg = TrainConfig.from_yaml(p)
+    assert (cfg.weighting.lambda_.init, cfg.weighting.lambda_.lr) == (0.5, 2.0)
 
 
 def test_the_composed_cpu_config_is_base_yaml(tmp_path):

@@ -159,6 +159,11 @@ class TrainConfig:
         out = {}
         for k, v in d.items():
             if k == "weighting":
+                if isinstance(v, dict):  # method and λ's SGD from the YAML too, not from defaults
+                    lam = v.get("lambda")
+                    if "method" not in v or not isinstance(lam, dict) or not {"init", "lr"} <= set(lam):
+                        raise ValueError(f"config key 'weighting' must give method and lambda: {{init, lr}} "
+                                         f"(base.yaml gives lambda, methods/<method>.yaml the method), got {v!r}")
                 out[k] = v if isinstance(v, WeightingConfig) else WeightingConfig.from_dict(v)
                 continue
             typ = types[k]
