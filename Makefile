@@ -74,14 +74,14 @@ bench: venv  ## [cpu] speed ratios: λ vs DAPO objective, grading pool vs the or
 	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.speed.grading --corpus --limit $(BENCH_CORPUS_N)
 
 # The grader-fidelity corpus: regenerate the pairs and the ORIGINAL grader's verdicts
-# (needs its checkout and venv: see repro/grading/differential.py), then the agreement table.
+# (needs its checkout and venv: see repro/fidelity/differential.py), then the agreement table.
 ORIG_GRADER ?= ../scratch/orig-grader/examples/simplelr_math_eval
 ORIG_PYTHON ?= ../scratch/orig-grader/venv/bin/python
 grader-corpus: venv  ## [maintenance] re-record the grader corpus with the original's verdicts (ORIG_GRADER, ORIG_PYTHON)
-	$(VPY) -m repro.grading.differential record --orig $(ORIG_GRADER) --orig-python $(ORIG_PYTHON)
-	$(VPY) -m repro.grading.differential compare
+	$(VPY) -m repro.fidelity.differential record --orig $(ORIG_GRADER) --orig-python $(ORIG_PYTHON)
+	$(VPY) -m repro.fidelity.differential compare
 grader-agreement: venv  ## [maintenance] qwen / math-verify agreement with the original -> paper_artifacts/grader_agreement.md
-	$(VPY) -m repro.grading.differential compare
+	$(VPY) -m repro.fidelity.differential compare
 
 data: venv  ## [cpu] fetch and check the 8 benchmarks + training set (DATA_SRC=../shared/data)
 	$(VPY) -m repro.eval.data --src $(DATA_SRC) --out data/cache

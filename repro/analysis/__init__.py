@@ -29,4 +29,4 @@ from repro.analysis.plots import (METHOD_COLORS, METHOD_LABELS, METRIC_LABELS, P
                                   fig_metric_bands, label, plot_band, r_name, scale, seed_band, seeds_label,
                                   smooth_band)
 from repro.analysis.summaries import grad_cov_table, method_summary, run_summary
-from repro.paper import PAPER_R, load_table1, table1_average_check
+from repro.paper import FIG2_R, load_table1, table1_average_check

@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from repro import paper
+from repro.grading.gold import read_gold
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "data" / "manifest.json"
@@ -151,10 +152,10 @@ def gold_answer(name: str, row: dict) -> str:
     """The gold answer of one raw row, as the Qwen2.5-Math / SimpleRL-Zoo evaluation takes it
     (the benchmark's rule in ``repro.paper``; the training set's ``answer`` field)."""
     if name == TRAIN:
-        return paper.gold_answer_field(row, name)
+        return read_gold("answer_field", row)
     if name not in paper.BY_NAME:
         raise DataError(f"unknown benchmark {name!r}")
-    return paper.BY_NAME[name].gold_answer(row)
+    return read_gold(paper.BY_NAME[name].gold, row)
 
 
 _TRAIN_FIELDS = ("level", "subject")
