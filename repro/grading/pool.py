@@ -141,7 +141,16 @@ class _Slot:
         self.proc = ctx.Process(target=_worker, args=(child, grader, grader_modules(grader)), daemon=True)
         self.proc.start()
         child.close()
-        if not self.parent.poll(_READY_TIMEOUT_S) or self.parent.recv() != "ready":
+        try:
+            ready = self.parent.poll(_READY_TIMEOUT_S) and self.parent.recv() == "ready"
+        except (EOFError, OSError):  # the worker exited while starting
+            self.kill()
+            hint = ("" if ctx.get_start_method() == "fork" else
+                    f"; a worker started by {ctx.get_start_method()} imports the main script again, so "
+                    "its entry point must be guarded by `if __name__ == \"__main__\":`")
+            raise RuntimeError(f"grading worker for {grader!r} exited while starting (exit code "
+                               f"{self.proc.exitcode}){hint}") from None
+        if not ready:
             self.kill()
             raise RuntimeError(f"grading worker for {grader!r} did not start within "
                                f"{_READY_TIMEOUT_S:.0f} s")
