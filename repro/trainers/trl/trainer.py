@@ -44,6 +44,8 @@ and trains μ optimizer steps on the same buffered slices, with ``old_per_token_
 generation (L2642-2655), so each of those steps holds exactly one whole generation batch and its
 loss is Eq. 7 with ratios ρ ≠ 1 after the first. A step without a new generation batch reports the
 rollout statistics of the batch it trains on and its epoch (``iteration``, 1..μ) on the metrics line.
+A run resumed from a checkpoint inside a batch's μ epochs regenerates (TRL's buffer is empty after a
+restart, L1539-1540): every step stays exact, the trajectory is not the uninterrupted run's (warned).
 """
 from __future__ import annotations
 
@@ -267,6 +269,10 @@ class LambdaGRPOTrainer(GRPOTrainer):
                                     "so λ and its SGD state cannot be restored")
         state = torch.load(path, weights_only=True, map_location="cpu")
         self.lgrpo_load_state(state)
+        if self.num_iterations > 1 and int(state["step"]) % self.num_iterations:
+            warnings.warn(f"resuming at step {state['step']}, inside a generation batch's {self.num_iterations} "
+                          "PPO epochs: TRL samples new completions for the remaining epochs, so the run does not "
+                          "retrace the uninterrupted one (each step's loss and λ stay exact)", stacklevel=2)
         if self.lgrpo_run is not None and self.accelerator.is_main_process:
             self.lgrpo_run.truncate_metrics(int(state["step"]))
 
