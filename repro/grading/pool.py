@@ -52,6 +52,25 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def forkserver_cpu_seconds() -> float:
+    """CPU seconds of multiprocessing's forkserver in this process (its grader warm-up) and of
+    the workers it has reaped (``/proc`` utime + stime + cutime + cstime); 0.0 when none runs.
+    Workers started by the forkserver are its children, not this process's, so
+    ``getrusage(RUSAGE_CHILDREN)`` misses them; a benchmark adds this."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        f = data[data.rindex(b")") + 2:].split()
+        return sum(int(x) for x in f[11:15]) / _CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def default_wall_cap(timeout: float) -> float:
     return max(60.0, 20.0 * timeout)
 
@@ -146,8 +165,9 @@ class _Slot:
         except (EOFError, OSError):  # the worker exited while starting
             self.kill()
             hint = ("" if ctx.get_start_method() == "fork" else
-                    f"; a worker started by {ctx.get_start_method()} imports the main script again, so "
-                    "its entry point must be guarded by `if __name__ == \"__main__\":`")
+                    f"; a worker started by {ctx.get_start_method()} imports the main script again (as "
+                    "multiprocessing does), so it must be a file whose entry point is guarded by "
+                    "`if __name__ == \"__main__\":`")
             raise RuntimeError(f"grading worker for {grader!r} exited while starting (exit code "
                                f"{self.proc.exitcode}){hint}") from None
         if not ready:

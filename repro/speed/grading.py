@@ -127,10 +127,13 @@ def synthetic_set(n: int = 6000, seed: int = 0, pathological: int = 3
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (the grading workers)."""
+    """CPU time of this process, its reaped children and the grading workers (children of the
+    pool's forkserver, counted through it)."""
+    from repro.grading.pool import forkserver_cpu_seconds
+
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + forkserver_cpu_seconds()
 
 
 def corpus_subset(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
