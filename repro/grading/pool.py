@@ -39,6 +39,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _MIN_CHECK_S = 0.02  # the shortest wait between two looks at a busy worker's CPU time
 WARM_ENV = "LGRPO_GRADING_WARM"  # graders the forkserver warms at its start (repro.grading.forkserver_warm)
 _FORKSERVER_LOCK = threading.Lock()
+_forkserver_started_in: int | None = None  # the pid that started the server with a warm grader
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -236,16 +237,22 @@ def _ensure_forkserver(grader: str) -> None:
     script is left out of it (each worker imports it as ``__mp_main__``, as spawn does), so an
     unguarded main cannot break the server. A server already running (started earlier, by this
     pool for another grader or by other code) is used as it is; its workers warm themselves."""
+    global _forkserver_started_in
     from multiprocessing import forkserver
 
     with _FORKSERVER_LOCK:
+        if _forkserver_started_in == os.getpid():  # environment written once per process
+            forkserver.ensure_running()  # (a server that died is restarted, without the warm-up)
+            return
         mods = ("repro.grading.forkserver_warm", *grader_modules(grader))
         forkserver.set_forkserver_preload(list(dict.fromkeys(mods)))
         saved = {k: os.environ.get(k) for k in ("PYTHONPATH", WARM_ENV)}
-        os.environ["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
+        path = [p for p in sys.path if p] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
+        os.environ["PYTHONPATH"] = os.pathsep.join(path)
         os.environ[WARM_ENV] = grader
         try:
             forkserver.ensure_running()
+            _forkserver_started_in = os.getpid()
         finally:
             for k, v in saved.items():
                 if v is None:
