@@ -20,7 +20,9 @@ and a forked child inherits every lock another thread held at that moment, still
 thread left to release it. The forkserver is a fresh single-threaded interpreter; it imports and
 warms the grader once (``repro.grading.forkserver_warm``), so a worker forked from it starts warm
 in milliseconds, as a fork of a warm parent did. ``start_method="fork"`` can still be asked for
-(single-threaded callers, the throughput comparison).
+(single-threaded callers, the throughput comparison). Such a worker finds a grader by name, so a
+grader must be registered when its module is imported (``@register_grader`` at module level, or in
+the main script); one registered later, inside a function, exists in the calling process only.
 """
 from __future__ import annotations
 
