@@ -51,9 +51,11 @@ lock: venv  ## [maintenance] re-resolve the GPU set into environment.lock.txt (u
 
 # Steps 2 and 3 of the GPU install (environment.yml's header), inside the activated environment.
 FLASH_ATTN := $(shell grep -m1 '^flash-attn==' environment.lock.txt)
+# flash-attn 2.8.3 has no prebuilt wheel for a CUDA 13 torch: FLASH_ATTENTION_FORCE_BUILD=TRUE compiles it
+# with the CUDA 13 nvcc that the preflight's --nvcc checks for (MAX_JOBS bounds the compile's memory).
 gpu-install:  ## [gpu] steps 2-3 of the GPU install (flash-attn, the lock, the package), in the activated env
-	$(GPU_PY) -m repro.trainers.openrlhf.preflight --target gpu-install --no-packages
-	$(GPU_PY) -m pip install --no-build-isolation $(FLASH_ATTN) -c environment.lock.txt
+	$(GPU_PY) -m repro.trainers.openrlhf.preflight --target gpu-install --no-packages --nvcc
+	FLASH_ATTENTION_FORCE_BUILD=TRUE $(GPU_PY) -m pip install --no-build-isolation $(FLASH_ATTN) -c environment.lock.txt
 	$(GPU_PY) -m pip install -r environment.lock.txt
 	$(GPU_PY) -m pip install --no-deps -e .
 	$(GPU_PY) -m pip check

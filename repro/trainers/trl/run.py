@@ -174,12 +174,13 @@ def machine_problems(cfg: dict, *, gpu: bool) -> list[str]:
     if (cfg.get("peft") or {}).get("enabled") and importlib.util.find_spec("peft") is None:
         out.append("peft.enabled but peft is not installed")
     if gpu:
-        from repro.trainers.machine import visible_gpus
+        from repro.trainers.machine import cuda_problems, visible_gpus
 
         mem, why = visible_gpus()
         n = len(mem)
         if why:
             out.append(why)
+        out += cuda_problems(gpus_seen=n)  # the driver against torch's CUDA (no nvcc: no DeepSpeed here)
         need = cfg.get("machine", {})
         if n < int(need.get("gpus", 1)):
             out.append(f"needs {need.get('gpus', 1)} CUDA GPU(s); this machine has {n}")
