@@ -87,8 +87,13 @@ ablation-cpu: venv
 # JupyterLab on the notebooks, reading the runs in LAB_RUNS (e.g. make lab LAB_RUNS=runs/ablation);
 # as root (containers) it passes --allow-root, which Jupyter otherwise refuses
 LAB_RUNS ?= $(RUNS)/demo
+# the lab opens working copies of notebooks/ in LAB_DIR (git-ignored), so autosave never touches
+# the tracked notebooks; kernels get CurveZMQ keys from the server (no plain-TCP kernel warning)
+LAB_DIR ?= lab
 lab: venv
-	LGRPO_RUNS=$(abspath $(LAB_RUNS)) $(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+	$(VPY) -m repro.analysis.lab $(LAB_DIR)
+	LGRPO_RUNS=$(abspath $(LAB_RUNS)) $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_DIR) \
+		--MappingKernelManager.transport_encryption=auto $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 pretrain: venv
 	$(VPY) -m repro.trainers.pretrain
