@@ -610,6 +610,8 @@ def figure_task(task: str, df, per, rows: list[dict], base_acc: float, n_final: 
     d = df[df["task"] == task]
     methods = [m for m in METHOD_NAMES if m in set(d["method"])]
     seeds = d.groupby("method")["seed"].nunique()
+    # methods that coincide (λ-GRPO at λ ≈ 0 is DAPO) stay visible: each drawn narrower than the last
+    lw = {m: max(1.0, 3.2 - 1.0 * i) for i, m in enumerate(methods)}
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.6))
     panels = [("reward_mean", "train reward (+1 / −0.5 / −1)"), ("response_length_mean", "response length (tokens)"),
               ("entropy", "token entropy (nats / token)")]
@@ -617,7 +619,7 @@ def figure_task(task: str, df, per, rows: list[dict], base_acc: float, n_final: 
         band = an.seed_band(d, col)
         for method in methods:
             b = an.smooth_band(band[band["method"] == method].sort_values("step"), smooth)
-            an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), lw=1.3,
+            an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), lw=lw[method],
                          label=an.seeds_label(METHOD_NAMES[method], int(seeds[method])))
         ax.set_title(f"{title}\nrolling mean over {smooth} steps", fontsize=10)
         ax.set_xlabel("optimizer step")
@@ -642,12 +644,16 @@ def figure_task(task: str, df, per, rows: list[dict], base_acc: float, n_final: 
         band = an.seed_band(dp, "accuracy")
         for method in [m for m in methods if m in set(dp["method"])]:
             b = band[band["method"] == method].sort_values("step")
-            an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), k=100, alpha=0.15, marker="o", ms=3.5,
-                         lw=1.3, label=an.seeds_label(METHOD_NAMES[method], int(b["n_seeds"].max())))
-        ax.set_title(f"held-out accuracy over training: {n_per} fixed problems\n(the first {n_per} of the "
-                     f"{n_final}; greedy; step 0 = start checkpoint)", fontsize=10)
+            an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), k=100, alpha=0.15, marker="o",
+                         ms=2 + 1.5 * lw[method], lw=lw[method],
+                         label=an.seeds_label(METHOD_NAMES[method], int(b["n_seeds"].max())))
+        same = (f"the first {n_per} of the {n_final} on the right" if n_per < n_final else
+                f"the right panel's {n_final} are the first {n_final} of these" if n_per > n_final else
+                "the same problems as on the right")
+        ax.set_title(f"held-out accuracy over training: {n_per} fixed problems\n({same}; greedy)",
+                     fontsize=10)
         ax.set_ylabel(f"accuracy on {n_per} problems (%)")
-        ax.set_xlabel("optimizer step")
+        ax.set_xlabel("optimizer step (0 = start checkpoint)")
         ax.legend(fontsize=8, loc="lower right")
     else:
         ax.set_title("no in-training evaluation (eval_every = 0)", fontsize=10)
@@ -679,12 +685,8 @@ def figure_task(task: str, df, per, rows: list[dict], base_acc: float, n_final: 
     return fig
 
 
-def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
-    """Per task, ``figure_task``'s 2 × 3 grid, ``<root>/figures/<task>_curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def task_figures(root: Path, rows: list[dict], base: dict) -> dict:
+    """``{task: figure_task's figure}`` for the finished runs under ``root``."""
     import pandas as pd
 
     from repro.runs import load_metrics
@@ -693,21 +695,36 @@ def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
     df = load_metrics(done)
     per = pd.DataFrame([{**p, "task": r.config()["task"], "method": _flat_config(r)["method"],
                          "seed": r.config()["seed"]} for r in done for p in r.periodic_evals()])
-    figdir = root / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    out = {}
     for task in sorted(df["task"].unique()):
-        n_final = {int(b.get("n", 0)) for b in [base[task]]} | {
-            int(r.eval_scores()["benchmarks"][f"{task}_heldout"]["n"]) for r in done if r.config()["task"] == task}
+        n_final = {int(base[task]["n"])} | {int(r.eval_scores()["benchmarks"][f"{task}_heldout"]["n"])
+                                            for r in done if r.config()["task"] == task}
         if len(n_final) != 1:
             raise ValueError(f"task {task}: the runs' final evaluations and the start checkpoint's use different "
                              f"problem counts {sorted(n_final)}; they cannot share one panel")
-        fig = figure_task(task, df, per, rows, base[task]["accuracy"], n_final.pop())
+        out[task] = figure_task(task, df, per, rows, base[task]["accuracy"], n_final.pop())
+    return out
+
+
+def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
+    """Per task, ``figure_task``'s 2 × 3 grid, ``<root>/figures/<task>_curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figdir = root / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task, fig in task_figures(root, rows, base).items():
         p = figdir / f"{task}_curves.png"
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=FIG_DPI)
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+FIG_DPI = 110
 
 
 HAND_MARK = "\n## What this shows (written by hand"
