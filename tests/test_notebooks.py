@@ -112,9 +112,11 @@ def test_jupyter_nbconvert_executes_a_notebook(tmp_path):
     name = "01_weighting_functions.ipynb"
     env = {**os.environ, "LGRPO_RUNS": str(tmp_path / "no-runs")}
     res = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                          "--KernelManager.transport_encryption=auto",  # as the README says
                           "--output-dir", str(tmp_path), str(NB_DIR / name)],
                          env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "without encryption" not in res.stderr
     nb = nbformat.read(tmp_path / name, as_version=4)
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) >= 4
@@ -237,3 +239,15 @@ def test_make_lab_serves_copies_and_an_encrypted_kernel(tmp_path):
     text = log.read_text()
     assert "copied: " in text and str(lab) in text
     assert "without encryption" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("name", ["02_lambda_trajectories.ipynb", "04_length_entropy_dynamics.ipynb"])
+def test_one_seed_folder_prints_no_nan(name, tmp_path):
+    """On a folder with one seed per method the tables print no NaN (no std of one value)."""
+    from analysis_fixtures import synthetic_runs
+
+    synthetic_runs(tmp_path / "runs", seeds=(0,), steps=12)
+    nb = execute_notebook(NB_DIR / name, tmp_path / "runs", timeout=300)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    text = _outputs_text(nb)
+    assert "run folder:" in text and not re.search(r"\bNaN\b|\bnan\b", text)
