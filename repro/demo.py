@@ -409,7 +409,7 @@ def _cell(r: dict) -> tuple:
     return r["task"], r["method"], None, None
 
 
-LR_NOTE = "lr = λ's SGD learning rate; the policy's lr is the config's"
+LR_NOTE = "lr: λ's SGD learning rate (not the policy's)"
 
 
 def _cell_name(c: tuple) -> str:
@@ -532,7 +532,7 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         for i in range(2):
             axes[i][j].set_xlabel("optimizer step")
     axes[0][0].legend(fontsize=7, title=LR_NOTE, title_fontsize=7)
-    fig.suptitle(f"λ-GRPO cells of the ablation ({LR_NOTE}; solid r = 1/9, dashed r = 1/3)", fontsize=10)
+    fig.suptitle(f"λ-GRPO cells of the ablation\n{LR_NOTE}; solid r = 1/9, dashed r = 1/3", fontsize=9)
     fig.tight_layout()
     p = figdir / "ablation_lambda_f.png"
     fig.savefig(p, dpi=110)
@@ -557,7 +557,7 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         ax.set_yticks(ys, [f"{a['cell']} (n={a['paired_seeds']})" for a in rows], fontsize=8)
         ax.set_xlabel("held-out accuracy − DAPO, same seed (pp); bar: 95% t-interval")
         ax.set_title(f"task '{task}'")
-    fig.suptitle(f"each cell minus DAPO at the same seed ({LR_NOTE})", fontsize=10)
+    fig.suptitle(f"each cell minus DAPO at the same seed\n{LR_NOTE}", fontsize=9)
     fig.tight_layout()
     p = figdir / "ablation_vs_dapo.png"
     fig.savefig(p, dpi=110)
@@ -577,7 +577,7 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
                          task=per["base_task"], setting="")
         fig = an.fig_eval_curves(per, colors={**{c: colors[c] for c in cells},
                                               **{METHOD_NAMES[m]: an.METHOD_COLORS[m] for m in ABLATION_BASELINES}})
-        fig.suptitle(f"held-out accuracy over training per cell ({LR_NOTE})", fontsize=10)
+        fig.suptitle(f"held-out accuracy over training per cell\n{LR_NOTE}", fontsize=9)
         fig.tight_layout()
         p = figdir / "ablation_accuracy_curves.png"
         fig.savefig(p, dpi=110)
@@ -611,7 +611,7 @@ def figure_task(task: str, df, per, rows: list[dict], base_acc: float, n_final: 
     methods = [m for m in METHOD_NAMES if m in set(d["method"])]
     seeds = d.groupby("method")["seed"].nunique()
     # methods that coincide (λ-GRPO at λ ≈ 0 is DAPO) stay visible: each drawn narrower than the last
-    lw = {m: max(1.0, 3.2 - 1.0 * i) for i, m in enumerate(methods)}
+    lw = {m: max(1.1, 2.6 - 0.7 * i) for i, m in enumerate(methods)}
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.6))
     panels = [("reward_mean", "train reward (+1 / −0.5 / −1)"), ("response_length_mean", "response length (tokens)"),
               ("entropy", "token entropy (nats / token)")]
