@@ -230,10 +230,10 @@ def run_all(root: Path, jobs_list: list[Job], overrides: dict, n_jobs: int, tota
     return n_launched
 
 
-def eval_base(root: Path, tasks: list[str], n_problems: int, eval_seed: int) -> dict:
-    """Held-out scores of the starting checkpoint, same problems and budget as the runs."""
+def eval_base(root: Path, tasks: list[str], n_problems: int, cfg) -> dict:
+    """Held-out scores of the starting checkpoint, same problems and budget as the runs
+    (``cfg``: the runs' composed config, for its checkpoint and evaluation seed)."""
     from repro.tasks.arith import get_variant, sample_problems
-    from repro.trainers.reference import TrainConfig
     from repro.trainers.rollout import evaluate, load_policy
 
     out = {}
@@ -242,8 +242,8 @@ def eval_base(root: Path, tasks: list[str], n_problems: int, eval_seed: int) -> 
         if p.exists():
             out[task] = json.loads(p.read_text())
             continue
-        model, tok = load_policy(TrainConfig().checkpoint_path)
-        probs = sample_problems(n_problems, random.Random(eval_seed), "test")
+        model, tok = load_policy(cfg.checkpoint_path)
+        probs = sample_problems(n_problems, random.Random(cfg.eval_seed), "test")
         ev = evaluate(model, tok, probs, max_new_tokens=get_variant(task).max_new_tokens)
         write_json_atomic(p, ev)
         out[task] = ev
@@ -741,7 +741,7 @@ def _keep_hand_section(dest: Path, text: str) -> str:
 
 def run_ablation(a, argv) -> None:
     """``--ablation``: the grid of ``ablation_plan``, its table and figures."""
-    from repro.trainers.reference import TrainConfig, load_cpu_config
+    from repro.trainers.reference import load_cpu_config
 
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -760,7 +760,7 @@ def run_ablation(a, argv) -> None:
           f"{n_eval} problems at the end and on {a.eval_every_problems} every {a.eval_every} steps -> {root}")
     launched = 0 if a.report_only else run_all(root, jobs, overrides, a.jobs, steps)
     tasks = sorted({j.task for j in jobs})
-    base = eval_base(root, tasks, n_eval, cfg0.eval_seed)
+    base = eval_base(root, tasks, n_eval, cfg0)
     names = {j.name for j in jobs}
     rows = [r for r in summarise(root, base) if r["name"] in names]
     missing = [j.name for j in jobs if not Run(root / j.name).is_done()]
@@ -837,7 +837,7 @@ def main(argv=None) -> None:
         a.jobs = a.jobs or 2
         return run_ablation(a, argv)
     a.jobs = a.jobs or 3
-    from repro.trainers.reference import TrainConfig, load_cpu_config
+    from repro.trainers.reference import load_cpu_config
 
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -846,13 +846,14 @@ def main(argv=None) -> None:
     overrides = {"eval_problems": n_eval}
     if a.steps:
         overrides["steps"] = a.steps
-    steps = a.steps or load_cpu_config(jobs[0].task, jobs[0].method).steps
+    cfg0 = load_cpu_config(jobs[0].task, jobs[0].method)
+    steps = a.steps or cfg0.steps
     t0 = time.time()
     print(f"{len(jobs)} runs ({a.jobs} at a time), {steps} steps each, "
           f"held-out eval on {n_eval} problems -> {root}")
     launched = run_all(root, jobs, overrides, a.jobs, steps)
     tasks = sorted({j.task for j in jobs})
-    base = eval_base(root, tasks, n_eval, TrainConfig().eval_seed)
+    base = eval_base(root, tasks, n_eval, cfg0)
     names = {j.name for j in jobs}
     rows = [r for r in summarise(root, base) if r["name"] in names]
     md, csv, _ = table(rows, base)

@@ -1,4 +1,5 @@
 """repro.analysis against independent computations (numpy, written out here)."""
+import json
 import math
 import shutil
 
@@ -50,7 +51,7 @@ def test_h_spread_respects_samuelson_bound():
     zmax = 7 / math.sqrt(8)
     for r, h in samples.items():
         assert h.min() >= 1 - r * zmax - 1e-12 and h.max() <= 1 + r * zmax + 1e-12
-    assert tab["bound 1+r(G-1)/√G"].tolist() == pytest.approx([1 + r * zmax for r in an.PAPER_R])
+    assert tab["bound 1+r(G-1)/√G"].tolist() == pytest.approx([1 + r * zmax for r in an.FIG2_R])
 
 
 def test_seed_band_matches_groupby_by_hand():
@@ -71,8 +72,11 @@ def test_runs_tables_on_synthetic_runs(tmp_path):
     for _, row in gc.iterrows():
         d = df[df["run"] == row["run"]]
         assert row["pearson"] == pytest.approx(np.corrcoef(d["len_adv_cov"].astype(float), d["lambda_grad"].astype(float))[0, 1])
-    # synthetic λ follows -cov: sign of final λ is the task's sign
-    assert (gc[gc["task"] == "sum"]["final λ"] > 0).all() and (gc[gc["task"] == "budget"]["final λ"] < 0).all()
+    # each run's final λ: the λ of its last metrics line, read here from the file itself
+    for _, row in gc.iterrows():
+        lines = [json.loads(x) for x in (tmp_path / row["run"] / "metrics.jsonl").read_text().splitlines()
+                 if x.strip()]
+        assert row["final λ"] == max(lines, key=lambda m: m["step"])["lambda"]
     rec = an.eq20_recorded(found)
     assert len(rec) == 4 * 2 * 4 and rec["pass"].all()  # 4 λ runs × 2 groups × (recorded λ + 3)
     ms = an.method_summary(df)

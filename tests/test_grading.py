@@ -327,7 +327,7 @@ def test_parse_math_skip_of_the_identical_retry_changes_nothing():
     import random
 
     from repro.grading import qwen as q
-    from repro.grading.differential import load_corpus
+    from repro.fidelity.differential import load_corpus
 
     def slow(s):
         for f in (q._parse_latex_sympy, q._parse_expr, q._parse_latex2sympy):

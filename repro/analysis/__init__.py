@@ -30,4 +30,4 @@ from repro.analysis.plots import (METHOD_COLORS, METHOD_LABELS, METRIC_LABELS, P
                                   problem_set, r_name, scale, seed_band, seeds_label, setting_styles,
                                   smooth_band)
 from repro.analysis.summaries import across_runs, grad_cov_table, method_summary, run_summary
-from repro.paper import PAPER_R, load_table1, table1_average_check
+from repro.paper import FIG2_R, load_table1, table1_average_check

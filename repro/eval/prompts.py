@@ -13,7 +13,11 @@ QWEN_BOXED = (
 STOP = ("<|im_end|>", "<|endoftext|>", "</s>")
 QWEN_EXTRA_STOP = ("assistant", "user", "_end", "_start")
 
-TEMPLATES = {"qwen-boxed": QWEN_BOXED}
+# The CPU task (repro/tasks/arith.py): its tokenizer's <bos>, then the bare prompt, as the reference
+# trainer encodes it (arith.encode_prompt).
+ARITH = "<bos>{question}"
+
+TEMPLATES = {"qwen-boxed": QWEN_BOXED, "arith": ARITH}
 
 
 def build_prompt(question: str, template: str = "qwen-boxed") -> str:

@@ -32,13 +32,11 @@ import re
 from functools import lru_cache
 
 from repro.grading import register_grader
-from repro.paper import UNITS_KEPT
+# The two per-benchmark rules, from repro.paper.BENCHMARKS: the sets whose answers keep their
+# units (the original skips unit stripping for these), and those whose gold the original extracts
+# from a solution's box and normalises three times.
+from repro.paper import BOXED_GOLD, UNITS_KEPT
 
-# Benchmarks whose answers keep their units (the original skips unit stripping for these):
-# ``units_kept`` in repro.paper.BENCHMARKS.
-STRIP_EXCEPTIONS = UNITS_KEPT
-# Benchmarks whose gold the original extracts from a solution's box and normalises three times.
-BOXED_GOLD = frozenset({"math500"})
 CHOICES = ("A", "B", "C", "D", "E")
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +90,7 @@ def extract_answer(response: str, benchmark: str | None = None, gold: str | None
     pred = re.sub(r"\n\s*", "", pred)
     if gold is not None:
         # the multiple-choice fix of the original's math_eval, on the normalised strings
-        skip, boxed = benchmark in STRIP_EXCEPTIONS, benchmark in BOXED_GOLD
+        skip, boxed = benchmark in UNITS_KEPT, benchmark in BOXED_GOLD
         g = normalise_gold(str(gold), skip, boxed)
         p = normalise_pred(pred, skip)
         if g in CHOICES and p not in CHOICES:
@@ -722,7 +720,7 @@ def qwen_grade_boxed_gold(pred: str, gold: str) -> bool:
 def grader_name_for(grader: str, benchmark: str | None) -> str:
     """The registered grader that ``grader`` means on ``benchmark`` (Minerva keeps units;
     MATH-500's gold is normalised once more)."""
-    if grader == "qwen" and benchmark in STRIP_EXCEPTIONS:
+    if grader == "qwen" and benchmark in UNITS_KEPT:
         return "qwen-keep-units"
     if grader == "qwen" and benchmark in BOXED_GOLD:
         return "qwen-boxed-gold"

@@ -33,7 +33,7 @@ import resource
 import re
 import time
 
-from repro.grading.corpus import _num
+from repro.fidelity.corpus import _num
 
 FALLBACK_GOLDS = [("gsm8k", "18"), ("gsm8k", "70000"), ("math500", "\\frac{14}{3}"),
                   ("math500", "\\left( 3, \\frac{\\pi}{2} \\right)"), ("math500", "p - q"),
@@ -144,7 +144,7 @@ def corpus_subset(rows: list[dict], limit: int | None, seed: int = 0) -> list[di
 def corpus_bench(workers: int, timeout: float, orig: str | None, orig_python: str | None,
                  limit: int | None = None, seed: int = 0, one_worker: bool = False) -> int:
     from repro.eval.data import default_src
-    from repro.grading.differential import agreement, grade_package, load_corpus, run_original
+    from repro.fidelity.differential import agreement, grade_package, load_corpus, run_original
 
     rows = corpus_subset(load_corpus(), limit, seed)
     n = len(rows)

@@ -265,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="print the resolved config and the machine check")
     a = ap.parse_args(argv)
-    cfg = load_config(a.config, a.method, a.set)
+    from repro.config import config_errors
+
+    with config_errors("python -m repro.trainers.trl"):  # one line, exit code 2
+        cfg = load_config(a.config, a.method, a.set)
     if a.dry_run:
         return dry_run(cfg, gpu=bool(cfg.get("machine", {}).get("gpus", 0)))
     _, trainer = train(cfg, a.out, resume=a.resume)
