@@ -108,8 +108,13 @@ ablation-cpu: venv  ## [cpu] λ lr x r ablation on both CPU tasks, 48 runs (97 m
 # JupyterLab on the notebooks, reading the runs in LAB_RUNS (e.g. make lab LAB_RUNS=runs/ablation);
 # as root (containers) it passes --allow-root, which Jupyter otherwise refuses
 LAB_RUNS ?= $(RUNS)/demo
-lab: venv  ## [cpu] JupyterLab on notebooks/, reading LAB_RUNS (default runs/demo)
-	LGRPO_RUNS=$(abspath $(LAB_RUNS)) $(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+# the lab opens working copies of notebooks/ in LAB_DIR (git-ignored), so autosave never touches
+# the tracked notebooks; kernels get CurveZMQ keys from the server (no plain-TCP kernel warning)
+LAB_DIR ?= lab
+lab: venv  ## [cpu] JupyterLab on copies of notebooks/ in LAB_DIR (default lab/), reading LAB_RUNS (default runs/demo)
+	$(VPY) -m repro.analysis.lab $(LAB_DIR)
+	LGRPO_RUNS=$(abspath $(LAB_RUNS)) $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_DIR) \
+		--MappingKernelManager.transport_encryption=auto $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 pretrain: venv  ## [maintenance] re-make the committed tiny model repro/assets/tiny-sum (15-25 min)
 	$(VPY) -m repro.trainers.pretrain

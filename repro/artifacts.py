@@ -42,22 +42,34 @@ KNOWN_FILES = {
 # ----------------------------------------------------------------------------------------------
 def _this_python_kernel_manager_class():
     """A kernel manager class whose 'python3' kernel is *this* interpreter (ipykernel in the same
-    venv), whatever kernelspecs the user has installed: no manual kernel installation."""
+    venv), whatever kernelspecs the user has installed: no manual kernel installation; its
+    transport is encrypted with CurveZMQ keys the manager provisions (where pyzmq has CurveZMQ)."""
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
+
+    import zmq
+
+    curve = zmq.has("curve")
 
     class ThisPythonSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
             return KernelSpec(name="python3", display_name=f"Python ({sys.executable})",
                               language="python",
                               argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
-                                    "{connection_file}"])
+                                    "{connection_file}"],
+                              metadata={"supported_encryption": ["curve"]} if curve else {})
 
     class ThisPythonKernelManager(AsyncKernelManager):
         @default("kernel_spec_manager")
         def _kernel_spec_manager_default(self):
             return ThisPythonSpecs(data_dir=self.data_dir)
+
+        # CurveZMQ keys provisioned by the kernel manager (jupyter_client's transport_encryption),
+        # the supported way to avoid ipykernel's "running over TCP without encryption" warning
+        @default("transport_encryption")
+        def _transport_encryption_default(self):
+            return "auto" if curve else "disabled"
 
     return ThisPythonKernelManager
 
@@ -180,11 +192,16 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
 
     notes = []
     dyn = ["response_length_mean", "truncated_rate", "entropy", "reward_mean", "accuracy"]
-    if "eval_accuracy" in df and df["eval_accuracy"].notna().any():
+    ev = an.eval_frame(found, runs_root)
+    per = an.periodic_evals(ev)
+    if len(per) or ("eval_accuracy" in df and df["eval_accuracy"].notna().any()):
         dyn.append("eval_accuracy")
-    book.fig(an.fig_metric_bands(df, dyn), "fig4_length_entropy_reward", _by(an.fig_metric_bands),
-             runs_label, "Paper Fig. 4 (entropy, response length; Qwen2.5-3B, one seed). CPU runs use a "
-             "0.5 M-parameter model on a synthetic task: compare shapes and method ordering, not values.")
+    book.fig(an.fig_metric_bands(df, dyn, evals=ev if len(per) else None), "fig4_length_entropy_reward",
+             _by(an.fig_metric_bands), runs_label,
+             "Paper Fig. 4 (entropy, response length; Qwen2.5-3B, one seed). CPU runs use a "
+             "0.5 M-parameter model on a synthetic task: compare shapes and method ordering, not values. "
+             "Training curves are smoothed; the held-out accuracy panel draws every in-training "
+             "evaluation (step 0 included), unsmoothed.")
     summ = an.method_summary(df)
     book.table(an.run_summary(df), "run_summary", _by(an.run_summary), runs_label,
                "no paper counterpart (the paper reports no per-run dynamics tables).")
@@ -211,7 +228,6 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
     if len(rec):
         book.table(rec, "eq20_recorded_groups", _by(an.eq20_recorded), runs_label,
                    f"Eq. 20 on groups recorded by the runs: {int(rec['pass'].sum())}/{len(rec)} pass.")
-    ev = an.eval_frame(found, runs_root)
     if len(ev):
         book.table(ev, "eval_scores", _by(an.eval_frame), runs_label,
                    "held-out scores of each run (CPU task benchmarks are not the paper's eight).")

@@ -201,11 +201,20 @@ def test_suites_are_kept_apart(tmp_path):
     synthetic_runs(tmp_path / "demo", tasks=("sum",), methods=("lambda",), seeds=(0,), steps=4)
     synthetic_runs(tmp_path / "reproduce-cpu", tasks=("sum",), methods=("lambda",), seeds=(0,), steps=6)
     found, df = an.load_runs(tmp_path)
-    assert sorted(df["task"].unique()) == ["demo:sum", "reproduce-cpu:sum"]
+    # the folders' configs differ in their step count: the label names the folder and the setting
+    assert sorted(df["task"].unique()) == ["demo:sum [steps=4]", "reproduce-cpu:sum [steps=6]"]
+    assert sorted(df["setting"].unique()) == ["demo, steps=4", "reproduce-cpu, steps=6"]
+    assert set(df["base_task"]) == {"sum"}
     assert sorted(df["run"].unique()) == ["demo/sum_lambda_s0", "reproduce-cpu/sum_lambda_s0"]
     assert df.groupby("run")["step"].max().to_dict() == {"demo/sum_lambda_s0": 4, "reproduce-cpu/sum_lambda_s0": 6}
     assert set(an.runs_by_label(found, tmp_path)) == set(df["run"])
-    assert set(an.eval_frame(found, tmp_path)["task"]) == {"demo:sum", "reproduce-cpu:sum"}
+    assert set(an.eval_frame(found, tmp_path)["task"]) == set(df["task"])
+    # the same config in two folders: the folder alone tells them apart
+    synthetic_runs(tmp_path / "x" / "demo", tasks=("sum",), methods=("lambda",), seeds=(0,), steps=4)
+    synthetic_runs(tmp_path / "x" / "again", tasks=("sum",), methods=("lambda",), seeds=(0,), steps=4)
+    _, dfx = an.load_runs(tmp_path / "x")
+    assert sorted(dfx["task"].unique()) == ["again:sum", "demo:sum"]
+    assert sorted(dfx["setting"].unique()) == ["again", "demo"]
     # a single folder: plain task names and run names
     found1, df1 = an.load_runs(tmp_path / "demo")
     assert list(df1["task"].unique()) == ["sum"] and list(df1["run"].unique()) == ["sum_lambda_s0"]
