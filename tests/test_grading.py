@@ -326,16 +326,17 @@ def test_items_sharing_a_gold_keep_their_order_and_verdicts():
 
 
 def test_parse_math_skip_of_the_identical_retry_changes_nothing():
-    """The fast path of ``_parse_math`` (the second try is skipped when reading ``\\\\`` as ``\\``
+    """The fast path of ``parse_math`` (the second try is skipped when reading ``\\\\`` as ``\\``
     changed nothing) against the original's order of calls, both tries always, on answers of
     the grader corpus (seeded sample; strings with and without ``\\\\``)."""
     import random
 
     from repro.grading import qwen as q
+    from repro.grading.qwen import parse
     from repro.fidelity.differential import load_corpus
 
     def slow(s):
-        for f in (q._parse_latex_sympy, q._parse_expr, q._parse_latex2sympy):
+        for f in (parse._parse_latex_sympy, parse._parse_expr, parse._parse_latex2sympy):
             try:
                 return f(s.replace("\\\\", "\\"))
             except Exception:
@@ -354,7 +355,7 @@ def test_parse_math_skip_of_the_identical_retry_changes_nothing():
     with_bs = [s for s in strings if "\\\\" in s]
     assert len(strings) >= 40 and with_bs  # both branches of the fast path are exercised
     for s in strings:
-        fast, ref = q._parse_math.__wrapped__(s), slow(s)
+        fast, ref = parse.parse_math.__wrapped__(s), slow(s)
         assert type(fast) is type(ref) and str(fast) == str(ref), s
 
 
