@@ -99,5 +99,5 @@ def rollout_stats(experiences, group_size: int) -> dict:
     out = {f"lgrpo/{k}": st[k] for k in ("accuracy", "response_length_max", "len_adv_cov")}
     if all(k in e.info for e in experiences for k in SHARE_KEYS):  # the stop seam's per-sample kinds
         for k in SHARE_KEYS:
-            out[f"lgrpo/{k}"] = float(torch.cat([e.info[k].reshape(-1).float() for e in experiences]).mean())
+            out[f"lgrpo/{k}"] = float(torch.cat([e.info[k].reshape(-1).double() for e in experiences]).mean())
     return out

@@ -196,4 +196,3 @@ def install() -> None:
     _ppo_actor_mod.PolicyModelActor = LambdaPolicyModelActor
     _ppo_actor_mod.ActorPPOTrainer = LambdaActorPPOTrainer
     _ppo_trainer_mod.PPOTrainer = LambdaPPOTrainer
-    _stop.install()

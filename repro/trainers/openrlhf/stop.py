@@ -4,7 +4,8 @@ OpenRLHF 0.11.2 passes no stop to vLLM (``trainer/ppo_utils/samples_generator.py
 stop option in ``cli/train_ppo_ray.py``), so a base Qwen2.5 (EOS ``<|endoftext|>``) that writes
 ``<|im_end|>`` goes on with a made-up next turn until its EOS or the token cap, and the action
 mask counts that continuation. Two seams, both on ``SamplesGenerator`` (which runs in the PPO
-trainer's Ray actor: ``install()`` is called there, by ``patches``):
+trainer's Ray actor: ``install()`` is called there, first thing in ``patches``'
+``_LambdaPPOTrainerBase.__init__``; the driver that runs ``patches.install()`` never generates):
 
 * ``_dispatch_prompts_to_vllm`` (``samples_generator.py:195-241``) builds one ``SamplingParams``
   from the module-global name ``SamplingParams`` (imported at :7). While the wrapped method runs,
@@ -84,8 +85,11 @@ def cut_response(response: dict, stop_ids) -> dict:
 
 
 def _process(self, response, **kwargs):
-    marker_ids = marker_token_ids(self.tokenizer)
-    eos_ids = eos_token_ids(self.tokenizer)
+    tok = getattr(self, "tokenizer", None)
+    if tok is None:  # a generator built without a tokenizer (tests' canned responses): stock
+        return STOCK_PROCESS(self, response, **kwargs)
+    marker_ids = marker_token_ids(tok)
+    eos_ids = eos_token_ids(tok)
     stop_ids = list(dict.fromkeys([*marker_ids, *eos_ids]))
     response = cut_response(response, stop_ids)
     exp = STOCK_PROCESS(self, response, **kwargs)
