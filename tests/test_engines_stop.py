@@ -12,7 +12,8 @@ response runs to the EOS) and once with ``repro.trainers.openrlhf.stop.install()
 Asserted on what the runs produced: the action mask's length (12 tokens as shipped, 6 with the
 rule: up to and including ``<|im_end|>``, the length ``repro.eval`` would score), the last action
 token, the reward (+1: the reward file grades up to the first end marker in both cases), the
-stop_token_ids the engine received, and the stop kinds (``marker`` / ``length``).
+stop_token_ids the engine received, and the stop kinds (``marker`` / ``length``). Last, the
+evaluation's own vLLM backend on the same model returns the same text.
 
 Not a shim but a choice: the actor is created with ``num_gpus=0`` and ``num_cpus=1`` instead of
 ``create_vllm_engines``' GPU placement group (``vllm_engine.py:226-229``; this machine has no GPU).
@@ -51,12 +52,16 @@ G = 4  # samples per prompt
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    import ray
-
+def folder(tmp_path_factory):
     import stop_model as M
 
-    folder = M.build(tmp_path_factory.mktemp("stopmodel"))
+    return M.build(tmp_path_factory.mktemp("stopmodel"))
+
+
+@pytest.fixture(scope="module")
+def engine(folder):
+    import ray
+
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "LGRPO_GRADER": "simple", "LGRPO_GRADER_TIMEOUT": "10", "LGRPO_GRADER_WORKERS": "1",
            "OMP_NUM_THREADS": "1"}
@@ -165,3 +170,24 @@ def test_with_the_rule_a_capped_response_is_a_length_stop(engine):
         assert float(e.info["reward"][0]) == -1.0  # no closed box
         assert {k: float(e.info[k][0]) for k in SHARE_KEYS} == {
             "stop_marker": 0.0, "stop_eos": 0.0, "stop_length": 1.0, "stop_other": 0.0}
+
+
+def test_eval_vllm_backend_scores_the_same_text(folder):
+    """The evaluation's vLLM backend (``repro.eval.backends.VLLMBackend``, a real ``vllm.LLM``):
+    its stop strings alone never stopped at ``<|im_end|>`` (vLLM matches them on text decoded
+    without special tokens: it returned 'So\\boxed{7}user\\fbox 2'); with the marker ids it scores
+    the text the trainers now grade."""
+    import stop_model as M
+    from repro.eval.backends import VLLMBackend
+    from repro.eval.prompts import STOP, build_prompt
+    from repro.reward import reward
+
+    be = VLLMBackend(str(folder), seed=0, dtype="float32", gpu_memory_utilization=0.05, max_model_len=256)
+    try:
+        prompts = [build_prompt("What is 3+4?"), build_prompt("And 5+2?")]
+        greedy = be.generate(prompts, n=1, temperature=0.0, max_tokens=32, stop=list(STOP))
+        sampled = be.generate(prompts[:1], n=2, temperature=1.0, top_p=0.95, max_tokens=32, stop=list(STOP))
+    finally:
+        del be
+    assert greedy == [[M.SCORED_TEXT], [M.SCORED_TEXT]] and sampled == [[M.SCORED_TEXT] * 2]
+    assert reward(greedy[0][0], M.GOLD) == 1.0
