@@ -117,3 +117,28 @@ def test_rollout_stats_and_metrics_line_carry_the_shares():
     rec = record_from_status(status, rollout=1, method="lambda", time_s=0.0)
     assert {k: rec[k] for k in SHARE_KEYS} == {k: st[f"lgrpo/{k}"] for k in SHARE_KEYS}
     assert not any(f"lgrpo/{k}" in rec for k in SHARE_KEYS)
+
+
+def test_the_ppo_trainer_actor_installs_the_rule(monkeypatch):
+    """The samples generator runs inside the PPO trainer's Ray actor: the package's trainer
+    installs the rule there, before the stock constructor builds the generator."""
+    import openrlhf.trainer.ppo_utils.samples_generator as sg
+
+    from repro.trainers.openrlhf import patches, stop
+
+    class StockInit(Exception):
+        pass
+
+    def stock_init(self, *a, **k):
+        assert sg.SamplingParams is stop.sampling_params  # already installed here
+        raise StockInit
+
+    stop.uninstall()
+    monkeypatch.setattr(patches.STOCK_PPO_TRAINER.__ray_actor_class__, "__init__", stock_init)
+    t = patches._LambdaPPOTrainerBase.__new__(patches._LambdaPPOTrainerBase)
+    try:
+        with pytest.raises(StockInit):
+            patches._LambdaPPOTrainerBase.__init__(t)
+        assert sg.SamplesGenerator._process_response_into_experience is not stop.STOCK_PROCESS
+    finally:
+        stop.uninstall()
