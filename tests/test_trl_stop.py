@@ -80,3 +80,21 @@ def test_trl_without_the_rule_counts_the_made_up_turn(tmp_path, folder):
     assert mask.sum(dim=1).tolist() == [M.RESPONSE_LEN] * 8 == [12] * 8
     assert tr.rec_rewards[0].flatten().tolist() == [WRONG_BOXED] * 8
     assert tr.lgrpo_records[0]["stop_eos"] == 1.0
+
+
+def test_apply_stop_rule_gives_vllm_the_markers(folder):
+    """With ``use_vllm`` TRL hands ``generation_kwargs`` to vLLM's SamplingParams only
+    (``vllm_generation.py:662-683``): the rule adds the marker ids and the string markers there,
+    keeping what the config set."""
+    import types
+
+    from repro.trainers.trl.run import apply_stop_rule
+
+    model, tok = _model(folder)
+    im_end, eot = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")
+    args = types.SimpleNamespace(use_vllm=True, generation_kwargs={"top_k": 5, "stop_token_ids": [7]})
+    assert apply_stop_rule(model, tok, args) == [eot, im_end] == model.generation_config.eos_token_id
+    assert args.generation_kwargs == {"top_k": 5, "stop_token_ids": [7, im_end, eot], "stop": ["</s>"]}
+    plain = types.SimpleNamespace(use_vllm=False, generation_kwargs=None)
+    apply_stop_rule(model, tok, plain)
+    assert plain.generation_kwargs is None  # transformers' generate reads the model's eos ids
