@@ -107,6 +107,7 @@ def evaluate(rows: dict[str, list[dict]], out: str | Path, *,
     caches, prompts = {}, {}
     for b, rs in rows.items():
         settings_b = {"model": model_id, "template": cfg["template"], "stop": stop,
+                      "stop_token_ids": "end markers (repro.stop)",  # generations before the rule are refused
                       "max_tokens": cfg["max_tokens"], "seed": cfg["seed"], **per_bench[b]}
         caches[b] = CachedGenerator(out / "generations" / f"{b}.jsonl", settings_b)
         prompts[b] = [build_prompt(r["question"], cfg["template"]) for r in rs]
