@@ -71,9 +71,11 @@ def record_from_status(status: dict, *, rollout: int, method: str, time_s: float
         if k in _DIRECT or k in _NULLABLE or k in ("generated_samples", "ppo_clip_ratio"):
             continue
         x = _num(v)
-        if x is not None and k.removeprefix("lgrpo/") in SHARE_KEYS and k.startswith("lgrpo/"):
-            extras[k.removeprefix("lgrpo/")] = x  # the rollout's stop shares, as TRL's line names them
-        elif x is not None:
+        if x is None:
+            continue
+        if k.startswith("lgrpo/") and k[len("lgrpo/"):] in SHARE_KEYS:
+            extras[k[len("lgrpo/"):]] = x  # the rollout's stop shares, named as in TRL's line
+        else:
             extras.setdefault(k if k.startswith("lgrpo/") else "openrlhf/" + k, x)
     return metrics_record(
         step=int(status["lgrpo/optimizer_steps"]), rollout=int(rollout), method=method,
