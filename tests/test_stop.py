@@ -154,6 +154,10 @@ def test_reward_file_grades_up_to_the_first_marker(monkeypatch, qwen_like):
         assert [float(o["rewards"][0]) for o in out] == [CORRECT, CORRECT]
         assert [float(o["scores"][0]) for o in out] == [1.0, 1.0]
         assert mod.response_text(query, prompt) == M.SCORED_TEXT
+        # a prompt that is not a prefix of the query (re-tokenised differently): the response
+        # starts after the first assistant header, not after the made-up turn's
+        assert mod.response_text(issue_query, "a different prompt") == "Let me add: 3+4=7. \\boxed{7}"
+        assert float(mod.reward_func([issue_query], ["a different prompt"], ["7"])["rewards"][0]) == CORRECT
     finally:
         for pool in mod._pools.values():
             pool.close()

@@ -87,7 +87,8 @@ def response_text(query: str, prompt: str) -> str:
     if prompt and query.startswith(prompt):
         resp = query[len(prompt):]
     elif _ASSISTANT in query:
-        resp = query.rsplit(_ASSISTANT, 1)[1].lstrip("\n")
+        # the prompt's own assistant header is the first one; a made-up next turn may add more
+        resp = query.split(_ASSISTANT, 1)[1].lstrip("\n")
     else:
         raise ValueError("cannot locate the response in the query (prompt prefix not found)")
     return cut(resp)
