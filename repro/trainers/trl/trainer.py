@@ -60,6 +60,7 @@ from trl import GRPOTrainer
 
 from repro.objective import eq3_group_advantages
 from repro.runs import validate_record
+from repro.stop import SHARE_KEYS, STOP_KINDS, eos_token_ids, marker_token_ids, stop_kind, stop_shares
 from repro.trainers.contract import GroupInfo, WeightingConfig, WeightingState, metrics_record, rollout_stats
 from repro.trainers.trl.options import SCALE_REWARDS, check_config, check_trainer, check_window, vllm_is_note
 
@@ -156,9 +157,19 @@ class LambdaGRPOTrainer(GRPOTrainer):
         out[GROUP_LEN_KEY] = groups[gidx // G]
         out[GROUP_POS_KEY] = gidx % G
         self.lgrpo_rollouts += 1
-        self.lgrpo_window["rollouts"].append(rollout_stats(
-            rewards.view(-1, G).cpu(), groups.cpu(), adv_all.view(-1, G).cpu(), all_trunc.cpu()))
+        self.lgrpo_window["rollouts"].append({**rollout_stats(
+            rewards.view(-1, G).cpu(), groups.cpu(), adv_all.view(-1, G).cpu(), all_trunc.cpu()),
+            **self._lgrpo_stop_shares(ids, local_len, local_trunc)})
         return out
+
+    def _lgrpo_stop_shares(self, ids, lengths, truncated) -> dict:
+        """How this generation batch's completions ended (``repro.stop.stop_shares``, all processes)."""
+        tok = self.processing_class
+        markers, eos = marker_token_ids(tok), eos_token_ids(tok)
+        codes = torch.tensor([STOP_KINDS.index(stop_kind(ids[i, :int(lengths[i])].tolist(), marker_ids=markers,
+                                                         eos_ids=eos, truncated=bool(truncated[i])))
+                              for i in range(ids.shape[0])], device=ids.device)
+        return stop_shares([STOP_KINDS[int(c)] for c in self.accelerator.gather(codes).cpu()])
 
     # ------------------------------------------------------------------------------------------
     # seam 2: the weighted, group-normalised loss
@@ -227,7 +238,7 @@ class LambdaGRPOTrainer(GRPOTrainer):
             clip_ratio=sum(w["clip"]) / len(w["clip"]), grad_norm=None if gn is None else float(gn),
             time_s=self.lgrpo_elapsed0 + time.time() - self.lgrpo_t0,
             extras={"trainer": "trl", "learning_rate": float(self._get_learning_rate()), "iteration": epoch,
-                    **self.lgrpo_extra})
+                    **{k: ro[k] for k in SHARE_KEYS}, **self.lgrpo_extra})
         validate_record(rec)
         self.lgrpo_records.append(rec)
         for k in ("lambda", "lambda_grad", "f_mean", "f_std", "f_min", "f_max", "accuracy", "len_adv_cov"):
