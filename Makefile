@@ -53,8 +53,12 @@ test: venv
 # the grader-corpus half: the original (1 worker, 3 s) and the package's pool on the same
 # seeded subset of the corpus, in one run
 BENCH_CORPUS_N ?= 1000
+# issue 23: the λ-weighted loss against DAPO's token mean, then a whole optimizer step of each
+# (reference trainer; OpenRLHF's ppo_train), same inputs, interleaved, wall and CPU clocks
+BENCH_THREADS ?= 2
 bench: venv
-	$(VPY) -m repro.speed.objective
+	$(VPY) -m repro.speed.objective --threads $(BENCH_THREADS)
+	$(VPY) -m repro.speed.step --threads $(BENCH_THREADS)
 	$(VPY) -m repro.speed.grading
 	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.speed.grading --corpus --limit $(BENCH_CORPUS_N)
 
