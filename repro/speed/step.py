@@ -75,6 +75,7 @@ def reference_runners(seed: int = 0):
             optimizer_step(m, opt, ws, c, ro, old_logp, adv, info, denom, ref_logp)
             ws.pop_fstats()  # as the trainer's metrics line does every step
 
+        run.model, run.weighting_state = m, ws  # what a test looks at after a step
         return run
 
     desc = (f"reference trainer optimizer step (tiny-sum policy, task sum, {P} prompts x G {G}, "
@@ -232,8 +233,9 @@ def openrlhf_runners(seed: int = 0, prompts: int = 16, train_batch: int = 64, mi
 
         def run():
             with _current_device("cpu"):  # ppo_train moves each micro-batch to this device
-                t.ppo_train(0.0)
+                return t.ppo_train(0.0)
 
+        run.trainer = t  # what a test looks at after a step
         return run
 
     desc = (f"OpenRLHF 0.11.2 ppo_train, one rank ({prompts} prompts x G {G}, train batch "
