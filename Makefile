@@ -87,8 +87,12 @@ test: venv  ## [cpu] the test suite (pytest; 7.5-9 min on a fresh clone incl. th
 # the grader-corpus half: the original (1 worker, 3 s) and the package's pool on the same
 # seeded subset of the corpus, in one run
 BENCH_CORPUS_N ?= 1000
-bench: venv  ## [cpu] speed ratios: λ vs DAPO objective, grading pool vs the original grader
-	$(VPY) -m repro.speed.objective
+# the λ-weighted loss against DAPO's token mean, then a whole optimizer step of each
+# (reference trainer; OpenRLHF's ppo_train), same inputs, interleaved, wall and CPU clocks
+BENCH_THREADS ?= 2
+bench: venv  ## [cpu] speed ratios: λ vs DAPO loss and optimizer step, grading pool vs the original grader
+	$(VPY) -m repro.speed.objective --threads $(BENCH_THREADS)
+	$(VPY) -m repro.speed.step --threads $(BENCH_THREADS)
 	$(VPY) -m repro.speed.grading
 	ORIG_GRADER=$(ORIG_GRADER) ORIG_PYTHON=$(ORIG_PYTHON) $(VPY) -m repro.speed.grading --corpus --limit $(BENCH_CORPUS_N)
 

@@ -73,15 +73,35 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
 
 def check_lengths(lengths) -> torch.Tensor:
     """Validate a ``[groups, G]`` tensor of response lengths and return it as float."""
-    t = _as_float(lengths, "lengths")
+    t = _lengths_shaped(_as_float(lengths, "lengths"))
+    if not bool(_lengths_valid(t)):
+        _check_length_values(t)
+    return t
+
+
+def _lengths_shaped(t: torch.Tensor) -> torch.Tensor:
+    """The part of ``check_lengths`` that reads no data: the shape [groups, G >= 2]."""
     if t.dim() != 2:
         raise ValueError(f"lengths must have shape [groups, G], got {tuple(t.shape)}")
     if t.shape[1] < 2:
         raise ValueError(f"group size G = {t.shape[1]}: group-relative weights need G >= 2")
-    if not bool(((t >= 0) & (t < math.inf)).all()):  # one pass: catches NaN, ±inf and < 0
+    return t
+
+
+def _lengths_valid(t: torch.Tensor) -> torch.Tensor:
+    """True (a 0-dim tensor, not yet read back) iff every length is finite and >= 0."""
+    return _length_ok(t).all()
+
+
+def _length_ok(t: torch.Tensor) -> torch.Tensor:
+    return (t >= 0) & (t < math.inf)  # False for NaN, ±inf and < 0
+
+
+def _check_length_values(t: torch.Tensor) -> None:
+    """Raise, naming what is wrong, if some length is NaN, ±inf or < 0."""
+    if not bool(_lengths_valid(t)):
         _check_finite(t, "lengths")
         raise ValueError("lengths must be >= 0")
-    return t
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,11 +120,11 @@ def _standardize(t: torch.Tensor, sigma: str) -> torch.Tensor:
     if sigma not in SIGMA_CONVENTIONS:
         raise ValueError(f"sigma must be one of {SIGMA_CONVENTIONS}, got {sigma!r}")
     G = t.shape[-1]
-    # written out rather than torch.std_mean: on CPU a reduction over a short last dim (G = 8)
-    # through std_mean is ~6x slower than these two sums
-    dev = t - t.sum(dim=-1, keepdim=True) / G
-    sd = ((dev * dev).sum(dim=-1, keepdim=True) / (G - 1 if sigma == "sample" else G)).sqrt()
-    return dev / torch.where(sd > 0, sd, torch.ones_like(sd))
+    # Written out rather than torch.std_mean (on CPU ~6x slower over a short last dim, G = 8),
+    # and 1/σ by rsqrt: see "The O(samples) tensors" below on why not sqrt.
+    dev = t - t.mean(dim=-1, keepdim=True)
+    var = (dev * dev).sum(dim=-1, keepdim=True) / (G - 1 if sigma == "sample" else G)
+    return dev * torch.where(var > 0, torch.rsqrt(var), 0.0)  # z = 0 where σ = 0
 
 
 def max_abs_z(G: int, sigma: str = "sample") -> float:
@@ -124,7 +144,8 @@ def _h(t: torch.Tensor, r: float, sigma: str) -> torch.Tensor:
     h = 1.0 + r * z
     G = z.shape[-1]
     # r·max|z| < 1 guarantees h > 0 whatever the lengths; only otherwise look at the data
-    if r * max_abs_z(G, sigma) >= 1 and bool((h <= 0).any()):
+    if r * max_abs_z(G, sigma) >= 1 and not bool((h > 0).all()):
+        _check_length_values(t)  # bad lengths (policy_loss checks them later) are named as such
         zmin = float(z.min())
         raise ValueError(
             f"h = 1 + r*z <= 0 (r = {r}, G = {G}, min z = {zmin:.4f}): h^lambda is undefined. "
@@ -146,11 +167,49 @@ def eq16_lambda_weights(lengths, lam=0.0, r: float = PAPER_R, sigma: str = "samp
 
 
 def _lambda_weights(t: torch.Tensor, lam, r: float, sigma: str) -> torch.Tensor:
-    h = _h(t, r, sigma)
-    g = eq15_g(h, lam)
-    # softmax over each group; taken along dim 0 of the transpose, which is several times
-    # faster on CPU than along a short last dim (same numbers)
-    return h.shape[-1] * torch.softmax(g.transpose(-1, -2), dim=-2).transpose(-1, -2)
+    return _Eq16.apply(_h(t, r, sigma), lam)
+
+
+class _Eq16(torch.autograd.Function):
+    """f = G·softmax(g), g = h^λ (Eq. 15-16), over the last dim; λ's gradient in closed form.
+
+    Forward, per group: g_i = h_i^λ, s_i = e^{g_i} / Σ_j e^{g_j}, f_i = G·s_i. Where λ needs a
+    gradient it also keeps Eq. 17-18,
+
+        ∂f_i/∂λ = f_i·(g'_i - Σ_j s_j g'_j),   g'_i = ∂g_i/∂λ = h_i^λ ln h_i,
+
+    so the backward pass is one product and one sum (Eq. 20 is this summed against L_i; tests
+    check it against autograd through torch.pow/softmax and against ``eq20_lambda_grad``).
+    λ may broadcast against h (a grid of λ values); its gradient is summed back to its shape.
+
+    The O(samples) tensors: this is the only work λ-GRPO adds to DAPO's, on [samples, G]
+    values, so it is written with ops that stay on the calling thread. On CPU with >= 2 torch
+    threads, torch.exp, log and sqrt open an OpenMP parallel region from ~512 values (MKL's
+    vector math) and softmax (forward and backward) at any size; on a machine whose cores are
+    busy each region can wait a scheduler slice for its second thread. torch.pow, rsqrt and
+    xlogy stay on the thread (their scalar kernels cost ~15 µs more per 4,096 values on one
+    thread). Hence e^x as pow(e, x), and xlogy for h^λ·ln h.
+    """
+
+    @staticmethod
+    def forward(ctx, h, lam):
+        g = eq15_g(h, lam)  # Eq. 15
+        e = torch.pow(math.e, g - g.amax(dim=-1, keepdim=True))  # e^{g_i - max_j g_j} <= 1
+        s = e / e.sum(dim=-1, keepdim=True)  # softmax over the group
+        f = h.shape[-1] * s  # Eq. 16
+        ctx.lam_shape = None
+        if ctx.needs_input_grad[1]:
+            dg = torch.xlogy(g, h)  # Eq. 17: h^λ ln h
+            ctx.save_for_backward(f * (dg - (s * dg).sum(dim=-1, keepdim=True)))  # Eq. 18
+            ctx.lam_shape = lam.shape
+        return f
+
+    @staticmethod
+    def backward(ctx, grad_f):
+        if ctx.lam_shape is None:
+            return None, None
+        (df_dlam,) = ctx.saved_tensors
+        return None, (grad_f * df_dlam).sum_to_size(ctx.lam_shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,10 +259,11 @@ WeightFn = Callable[[torch.Tensor, object, object], torch.Tensor]  # (lengths [g
 class Method:
     """A token-preference method: f(o_i) as a function of its group's lengths.
 
-    ``fn(lengths, params, lam)`` gets validated float lengths ``[groups, G]``, an instance of
-    ``params`` and λ (a float, or a tensor with a gradient; only ``learnable`` methods use it)
-    and returns f of the same shape. ``learnable``: the trainer keeps a ``LearnableLambda``
-    for it and steps it (today only λ-GRPO)."""
+    ``fn(lengths, params, lam)`` gets float lengths ``[groups, G]`` whose shape is checked
+    (their values are checked by the caller, once: ``weights`` before, ``policy_loss`` with its
+    other inputs after), an instance of ``params`` and λ (a float, or a tensor with a gradient;
+    only ``learnable`` methods use it) and returns f of the same shape. ``learnable``: the
+    trainer keeps a ``LearnableLambda`` for it and steps it (today only λ-GRPO)."""
     name: str
     label: str  # how tables and figures name it
     fn: WeightFn
@@ -224,6 +284,10 @@ class Method:
         if not isinstance(p, self.params):
             raise TypeError(f"method {self.name!r} needs {self.params.__name__}, got {type(p).__name__}")
         return self.fn(check_lengths(lengths), p, lam if self.learnable else 0.0)
+
+    def weights_of_checked(self, t: torch.Tensor, params, lam=0.0) -> torch.Tensor:
+        """``weights`` for lengths already checked (or checked by the caller afterwards)."""
+        return self.fn(t, params, lam if self.learnable else 0.0)
 
 
 METHODS: dict[str, Method] = {}
@@ -300,6 +364,9 @@ class Weighting:
         """f for ``lengths [groups, G]``."""
         return self.method.weights(lengths, self.params, lam)
 
+    def weights_of_checked(self, t: torch.Tensor, lam=0.0) -> torch.Tensor:
+        return self.method.weights_of_checked(t, self.params, lam)
+
     def check_group_size(self, G: int) -> None:
         """Raise where this weighting is undefined for some groups of size G (λ-GRPO's r)."""
         if G < 2:
@@ -331,38 +398,35 @@ def as_weighting(method, **params) -> Weighting:
 
 
 @register_method("grpo", "GRPO", color="tab:blue")
-def grpo_weights(lengths, p=None, lam=0.0) -> torch.Tensor:
+def grpo_weights(t, p=None, lam=0.0) -> torch.Tensor:
     """f = μ/|o_i| (Eq. 8): turns Eq. 7 into GRPO's per-response token mean (Eq. 4)."""
-    t = check_lengths(lengths)
     if bool((t == 0).any()):
         raise ValueError("grpo weight mu/|o_i| is undefined for a zero-length response")
     return t.mean(dim=-1, keepdim=True) / t
 
 
 @register_method("dapo", "DAPO", color="tab:orange")
-def dapo_weights(lengths, p=None, lam=0.0) -> torch.Tensor:
+def dapo_weights(t, p=None, lam=0.0) -> torch.Tensor:
     """f = 1 (Eq. 9): one token mean over the group (Eq. 5)."""
-    return torch.ones_like(check_lengths(lengths))
+    return torch.ones_like(t)
 
 
 @register_method("dr_grpo", "Dr.GRPO", color="tab:purple")
-def dr_grpo_weights(lengths, p=None, lam=0.0) -> torch.Tensor:
+def dr_grpo_weights(t, p=None, lam=0.0) -> torch.Tensor:
     """f = μ (Eq. 10): Eq. 7 becomes (1/G)·Σ_i Σ_t (Eq. 6)."""
-    t = check_lengths(lengths)
     return t.mean(dim=-1, keepdim=True).expand_as(t).clone()
 
 
 @register_method("lambda", "λ-GRPO", params=LambdaParams, learnable=True, color="tab:green")
-def lambda_weights(lengths, p: LambdaParams = LambdaParams(), lam=0.0) -> torch.Tensor:
+def lambda_weights(t, p: LambdaParams = LambdaParams(), lam=0.0) -> torch.Tensor:
     """f = G·softmax(h^λ) (Eq. 11-16), λ learnable."""
-    return eq16_lambda_weights(lengths, lam, p.r, p.sigma)
+    return _lambda_weights(t, lam, p.r, p.sigma)
 
 
 @register_method("delta_l", "ΔL", params=DeltaLParams, color="tab:brown")
-def delta_l_weights(lengths, p: DeltaLParams = DeltaLParams(), lam=0.0) -> torch.Tensor:
+def delta_l_weights(t, p: DeltaLParams = DeltaLParams(), lam=0.0) -> torch.Tensor:
     """ΔL normalisation as an extra baseline: f ∝ |o_i|^-α, rescaled to sum to G per group.
     α = 0 is DAPO; α = 1 up-weights short responses like GRPO but keeps Σf = G."""
-    t = check_lengths(lengths)
     alpha = p.alpha
     if alpha != 0 and bool((t == 0).any()):
         raise ValueError("delta_l weight |o_i|^-alpha is undefined for a zero-length response")
@@ -439,7 +503,7 @@ def eq7_unified_objective(method, lengths, L, *, lam=0.0, **params) -> torch.Ten
     total = t.sum(dim=-1)
     if bool((total == 0).any()):
         raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
-    f = weighting.weights(t, lam)
+    f = weighting.weights_of_checked(t, lam)
     return (f * L).sum(dim=-1) / total
 
 
@@ -490,10 +554,18 @@ def sample_weights(method, group_lengths, index, *, lam=0.0, **params) -> torch.
     idx = torch.as_tensor(index, dtype=torch.long, device=gl.device)
     if idx.shape != (gl.shape[0],):
         raise ValueError(f"index must have shape [{gl.shape[0]}], got {tuple(idx.shape)}")
-    if bool(((idx < 0) | (idx >= gl.shape[1])).any()):
-        raise ValueError(f"index out of range [0, {gl.shape[1]})")
-    f = as_weighting(method, **params).weights(gl, lam)
-    return f.gather(1, idx[:, None]).squeeze(1)
+    _check_index(idx, gl.shape[1])
+    return _own(as_weighting(method, **params).weights_of_checked(gl, lam), idx)
+
+
+def _own(per_member: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``per_member [N, G]`` at each sample's own position ``idx [N]``: shape [N]."""
+    return per_member.gather(1, idx[:, None]).squeeze(1)
+
+
+def _check_index(idx: torch.Tensor, G: int) -> None:
+    if bool(((idx < 0) | (idx >= G)).any()):
+        raise ValueError(f"index out of range [0, {G})")
 
 
 def step_denominator(scope: str, group_lengths_of_step) -> float:
@@ -549,10 +621,14 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
     DeepSpeed does), multiply each rank's loss by W; ``LearnableLambda.step`` averages λ's
     gradient the same way, so both equal the single-process gradient.
 
-    Non-finite inputs are caught through the loss, which costs nothing on the hot path: if the
-    loss is NaN or ±inf, a ``ValueError`` names the tensor (and whether the bad value sits in a
+    Checks: shapes and options first, before any work; every check of the *values* (lengths
+    finite and >= 0, index in range, each sample's own length = its mask's token count, no
+    empty group, finite inputs through the loss) runs once, on small tensors, and they are read
+    back together in one sync at the end. If one fails, ``_raise_bad_input`` names the first bad
+    input with a ``ValueError`` (for a non-finite tensor: whether the bad value sits in a
     response token or in padding). Padding must hold finite numbers (any value).
     """
+    # -- shapes and options (reads no data) --
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if not (math.isfinite(denominator) and denominator > 0):
@@ -568,47 +644,42 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(logp.shape)}")
     if mask.dtype == torch.bool:
         on = mask
-    else:
+    else:  # (a token-level pass, so only for masks that are not bool already)
         if bool(((mask != 0) & (mask != 1)).any()):
             raise ValueError("mask must hold only 0 and 1")
         on = mask != 0
     maskf = on.to(logp.dtype)
     adv = _as_float(advantages, "advantages", logp.dtype)
     if adv.shape == (N,):
-        adv = adv[:, None].expand(N, T)
+        adv = adv[:, None]  # one advantage per response, broadcast over its tokens
     elif adv.shape != (N, T):
         raise ValueError(f"advantages must be [N] or [N, T], got {tuple(adv.shape)}")
-
-    gl = _as_float(group_lengths, "group_lengths", logp.dtype)
-    if gl.shape[:1] != (N,):
+    gl = _lengths_shaped(_as_float(group_lengths, "group_lengths", logp.dtype))
+    if gl.shape[0] != N:
         raise ValueError(f"group_lengths has shape {tuple(gl.shape)}: expected {N} rows, one per sample")
-    idx = torch.as_tensor(index, dtype=torch.long)
+    G = gl.shape[1]
+    idx = torch.as_tensor(index, dtype=torch.long, device=gl.device)
+    if idx.shape != (N,):
+        raise ValueError(f"index must have shape [{N}], got {tuple(idx.shape)}")
     if (weights is None) == (method is None):
         raise ValueError("policy_loss needs exactly one of method (with its parameters) and weights")
+    own_idx = idx.clamp(0, G - 1)  # safe to gather with; an index out of range is reported below
+    own = own_idx[:, None]  # each sample's own column of group_lengths
+
+    # -- the token preference f_i (Eq. 8-16), from each sample's own group --
     if weights is None:
-        f = sample_weights(method, gl, idx, lam=lam, **params)  # checks gl, idx
+        f = as_weighting(method, **params).weights_of_checked(gl, lam).gather(1, own).squeeze(1)
     else:
         if params:
             raise ValueError(f"weighting parameters {sorted(params)} given with precomputed weights")
-        check_lengths(gl)
         f = _as_float(weights, "weights", logp.dtype)
-        if f.shape != (N,) or idx.shape != (N,):
+        if f.shape != (N,):
             raise ValueError(f"weights and index must have shape [{N}], got {tuple(f.shape)}, {tuple(idx.shape)}")
-        _check_finite(f.detach(), "weights")
-        if bool(((idx < 0) | (idx >= gl.shape[1])).any()):
-            raise ValueError(f"index out of range [0, {gl.shape[1]})")
-    n_tok_row = maskf.sum(dim=1)
-    if not torch.equal(gl.gather(1, idx.view(-1, 1)).squeeze(1), n_tok_row):
-        raise ValueError("mask lengths disagree with group_lengths[i, index[i]]: a sample's own "
-                         "length must equal the number of its response tokens")
-    group_tokens = gl.sum(dim=1)
-    if scope == "group":
-        if bool((group_tokens == 0).any()):
-            raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
-        per_sample_norm = group_tokens * denominator
-    else:
-        per_sample_norm = torch.full_like(group_tokens, float(denominator))
 
+    # -- Eq. 7 as a sum of per-sample terms: -Σ_i f_i·L_i / (its group's Σ|o_j| · denominator) --
+    n_tok_row = maskf.sum(dim=1)
+    group_tokens = gl.sum(dim=1)
+    per_sample_norm = group_tokens * denominator if scope == "group" else denominator
     log_ratio = logp - old_logp
     surr, clipped = surrogate_from_log_ratio(log_ratio, adv, clip_low=clip_low,
                                              clip_high=clip_high, dual_clip=dual_clip)
@@ -635,11 +706,33 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
     # mean of log(π_old/π) over response tokens (a KL estimate PPO logs); it is also the cheap
     # check that no log-prob is ±inf where a finite loss could hide it (ratio exactly 0)
     ppo_kl = -(log_ratio.detach() * maskf).sum() / n_tok
-    if not (bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(ppo_kl))):
-        _raise_nonfinite(on, logp=logp, old_logp=old_logp, advantages=adv, **extra)
     clip_frac = (clipped & on).sum().to(logp.dtype) / n_tok
+
+    # -- every check of the values, read back in one sync --
+    ok = [_length_ok(gl).flatten(), own_idx == idx, gl.gather(1, own).squeeze(1) == n_tok_row,
+          torch.stack([loss.detach(), ppo_kl]).abs() < math.inf]  # NaN/inf in any input shows here
+    if scope == "group":
+        ok.append(group_tokens > 0)
+    if not bool(torch.cat(ok).all()):
+        _raise_bad_input(gl, idx, n_tok_row, scope, on, f, "weights" if weights is not None else
+                         "the token-preference weights f", logp=logp, old_logp=old_logp,
+                         advantages=adv, **extra)
     return LossOutput(loss=loss, weights=f.detach(), clip_fraction=clip_frac.detach(), kl=kl_mean,
                       entropy=ent_mean, ppo_kl=ppo_kl, surrogate_sums=L.detach())
+
+
+def _raise_bad_input(gl, idx, n_tok_row, scope, on, f, f_name, **tensors) -> None:
+    """The checks of ``policy_loss``'s values one by one, in order: raise for the first that
+    fails (only called when their combined result said that one does)."""
+    _check_length_values(gl)
+    _check_index(idx, gl.shape[1])
+    if not torch.equal(_own(gl, idx), n_tok_row):
+        raise ValueError("mask lengths disagree with group_lengths[i, index[i]]: a sample's own "
+                         "length must equal the number of its response tokens")
+    if scope == "group" and bool((gl.sum(dim=1) == 0).any()):
+        raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
+    _check_finite(f.detach(), f_name)
+    _raise_nonfinite(on, **tensors)
 
 
 def _raise_nonfinite(on: torch.Tensor, **tensors) -> None:

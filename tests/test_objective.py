@@ -532,3 +532,125 @@ def test_within_group_cov_is_the_sample_covariance():
     assert float(O.within_group_cov(torch.tensor([x]), torch.tensor([y]))[0]) == pytest.approx(want)
     with pytest.raises(ValueError, match="G >= 2"):
         O.within_group_cov(torch.tensor([[1.0]]), torch.tensor([[2.0]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 23: λ's weights at DAPO's cost. The closed-form λ gradient (Eq. 17-18 in _Eq16) against
+# autograd through plain torch ops; the value checks of policy_loss, each run once and read back
+# in one sync; no MKL-vector-math ops on the O(samples) path. (Tensors carry their own dtype.)
+# ----------------------------------------------------------------------------------------------
+def _autograd_lambda_weights(lengths, lam, r):
+    """f = G·softmax((1 + r·z)^λ) with torch.std (ddof 1) and torch.softmax: autograd's λ gradient."""
+    sd = lengths.std(dim=-1, keepdim=True)
+    z = torch.where(sd > 0, (lengths - lengths.mean(dim=-1, keepdim=True)) / sd, torch.zeros_like(sd))
+    return lengths.shape[-1] * torch.softmax(torch.pow(1 + r * z, lam), dim=-1)
+
+
+@pytest.mark.parametrize("lam0", [0.0, 0.7, -3.0, 25.0])
+def test_closed_form_lambda_gradient_matches_autograd(lam0):
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(1, 2000, (6, 8), generator=g, dtype=torch.float64)
+    lengths[2] = 17.0  # σ = 0: z = 0, f = 1, ∂f/∂λ = 0
+    w = torch.randn(6, 8, generator=g, dtype=torch.float64)
+    lam = torch.tensor(lam0, dtype=torch.float64, requires_grad=True)
+    f = O.token_weights("lambda", lengths, lam=lam, r=1 / 9)
+    (f * w).sum().backward()
+    lam_ref = torch.tensor(lam0, dtype=torch.float64, requires_grad=True)
+    f_ref = _autograd_lambda_weights(lengths, lam_ref, 1 / 9)
+    (f_ref * w).sum().backward()
+    assert torch.allclose(f, f_ref, rtol=1e-13, atol=0)
+    assert float(lam.grad) == pytest.approx(float(lam_ref.grad), rel=1e-11, abs=1e-14)
+    assert torch.equal(f[2], torch.ones(8, dtype=torch.float64))
+
+
+def test_closed_form_lambda_gradient_broadcast_grid():
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.randint(1, 500, (3, 4), generator=g, dtype=torch.float64)
+    grid = torch.tensor([-2.0, 0.5, 4.0], dtype=torch.float64).view(3, 1, 1).requires_grad_()
+    w = torch.randn(3, 3, 4, generator=g, dtype=torch.float64)
+    (O.eq16_lambda_weights(lengths, grid, 0.2) * w).sum().backward()
+    ref = grid.detach().clone().requires_grad_()
+    (_autograd_lambda_weights(lengths, ref, 0.2) * w).sum().backward()
+    assert grid.grad.shape == (3, 1, 1)
+    assert torch.allclose(grid.grad, ref.grad, rtol=1e-11, atol=1e-14)
+
+
+def _lambda_loss_inputs(dtype=torch.float64):
+    b = make_group_batch(3, 4, 6, seed=21)
+    adv = torch.linspace(-1, 1, 12, dtype=dtype)
+    return dict(logp=b["logp"].to(dtype), old_logp=b["old"].to(dtype), advantages=adv, mask=b["mask"],
+                group_lengths=b["group_lengths"].to(dtype), index=b["index"].clone())
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("negative_other", "lengths must be >= 0"),
+    ("nan_other", "lengths contains NaN or inf"),
+    ("inf_other", "lengths contains NaN or inf"),
+    ("index", "index out of range"),
+    ("own_length", "mask lengths disagree"),
+    ("empty_group", "no response tokens"),
+    ("nan_lambda", "token-preference weights f contains NaN"),
+    ("nan_old", "old_logp contains NaN or inf on response tokens"),
+    ("inf_logp_padding", "logp contains NaN or inf in padding"),
+    ("nan_ref", "ref_logp contains NaN or inf on response tokens"),
+])
+def test_lambda_policy_loss_names_each_bad_value(bad, match):
+    """Every value check of policy_loss, on the λ path, where the checks are read back once."""
+    x = _lambda_loss_inputs()
+    kw = dict(method="lambda", r=1 / 9, denominator=3.0, lam=torch.tensor(0.5, dtype=torch.float64))
+    gl, mask = x["group_lengths"], x["mask"]
+    if bad == "negative_other":  # a member of sample 0's group that is not sample 0
+        gl[0, 1] = -3.0
+    elif bad == "nan_other":
+        gl[0, 1] = float("nan")
+    elif bad == "inf_other":
+        gl[0, 1] = float("inf")
+    elif bad == "index":
+        x["index"][5] = -1
+    elif bad == "own_length":
+        gl[0, 0] += 1
+    elif bad == "empty_group":
+        gl[4:8] = 0.0
+        mask[4:8] = False
+    elif bad == "nan_lambda":
+        kw["lam"] = torch.tensor(float("nan"), dtype=torch.float64)
+    elif bad == "nan_old":
+        x["old_logp"][1, 0] = float("nan")
+    elif bad == "inf_logp_padding":
+        i, t = (~mask).nonzero()[0].tolist()
+        x["logp"][i, t] = -float("inf")
+    elif bad == "nan_ref":
+        kw.update(ref_logp=x["logp"].clone(), kl_coef=0.1)
+        kw["ref_logp"][2, 0] = float("nan")
+    with pytest.raises(ValueError, match=match):
+        O.policy_loss(**x, **kw)
+
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+
+class _Ops(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_lambda_policy_loss_reads_values_back_once_and_avoids_vector_math_ops():
+    """One host read-back (all value checks together) per call, and on the O(samples) λ path no
+    exp/log/sqrt/softmax, which on CPU open an OpenMP region even for a few hundred values."""
+    x = _lambda_loss_inputs()
+    logp = x.pop("logp").requires_grad_()
+    lam = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    with _Ops() as ops:
+        out = O.policy_loss(logp, **x, method="lambda", r=1 / 9, denominator=3.0, lam=lam)
+        out.loss.backward()
+    assert ops.names.count("_local_scalar_dense") == 1
+    assert lam.grad is not None and logp.grad is not None
+    with _Ops() as w_ops:
+        f = O.token_weights("lambda", x["group_lengths"], lam=lam, r=1 / 9)
+        f.sum().backward()
+    assert not {"exp", "log", "sqrt", "_softmax", "_softmax_backward_data"} & set(w_ops.names)

@@ -3,19 +3,18 @@
 Forward + backward on 64 groups × 8 responses × 1024 tokens (random lengths up to 1024), on CPU.
 Both losses compute the same by-products (clip fraction, the PPO KL estimate), as a training
 loss does. Runs are interleaved (baseline, λ, baseline, λ, ...) so that load on a shared machine
-hits both alike; the reported figure is the median of the per-pair time ratios.
+hits both alike (``repro.speed.pairs``). Target (issue 23): ratio of best times <= 1.03.
 
-    python -m repro.speed.objective [--reps 30] [--dtype float32]
+    python -m repro.speed.objective [--reps 40] [--inner 5] [--threads 2] [--dtype float32]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from repro import objective as O
+from repro.speed.pairs import CLOCKS, format_summary, time_pairs
 
 
 def make_batch(groups=64, G=8, T=1024, seed=0, dtype=torch.float32):
@@ -51,7 +50,11 @@ def main(argv=None):
     ap.add_argument("--inner", type=int, default=5, help="calls per timing (evens out jitter)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--clock", nargs="+", default=["wall", "cpu"], choices=sorted(CLOCKS),
+                    help="wall: elapsed time (the target's); cpu: this process's CPU time (the work)")
     args = ap.parse_args(argv)
+    if args.reps < 2 or args.inner < 1 or args.threads < 0:
+        ap.error("--reps must be >= 2, --inner >= 1, --threads >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -72,33 +75,16 @@ def main(argv=None):
                             method="lambda", lam=lam.param, r=O.PAPER_R, denominator=denom)
         out.loss.backward()
 
-    for _ in range(3):  # warm-up
-        run_base()
-        run_lambda()
-    ratios, tb, tl = [], [], []
-    for i in range(args.reps):
-        order = (run_base, run_lambda) if i % 2 == 0 else (run_lambda, run_base)
-        times = {}
-        for fn in order:
-            t0 = time.perf_counter()
-            for _ in range(args.inner):
-                fn()
-            times[fn] = (time.perf_counter() - t0) / args.inner
-        tb.append(times[run_base])
-        tl.append(times[run_lambda])
-        ratios.append(times[run_lambda] / times[run_base])
     N, T = b["logp"].shape
     print(f"objective fwd+bwd, {N} responses x {T} tokens ({int(b['mask'].sum())} response "
           f"tokens), {args.dtype}, {torch.get_num_threads()} threads, {args.reps} interleaved pairs "
-          f"of {args.inner} calls each")
-    print(f"  DAPO token-mean : median {statistics.median(tb) * 1e3:8.2f} ms")
-    print(f"  lambda-GRPO     : median {statistics.median(tl) * 1e3:8.2f} ms")
-    print(f"  ratio lambda/DAPO: median {statistics.median(ratios):.3f} "
-          f"(IQR {statistics.quantiles(ratios, n=4)[0]:.3f}-{statistics.quantiles(ratios, n=4)[2]:.3f}; "
-          f"target <= 1.02)")
-    print(f"  ratio of medians {statistics.median(tl) / statistics.median(tb):.3f}, "
-          f"ratio of best times {min(tl) / min(tb):.3f} (least disturbed by other load)")
-    return statistics.median(ratios)
+          f"of {args.inner} calls each (target: ratio of best times <= 1.03)", flush=True)
+    out = {}
+    for clock in args.clock:
+        out[clock] = time_pairs(run_base, run_lambda, reps=args.reps, inner=args.inner, warmup=3,
+                                clock=clock).summary()
+        print(format_summary("DAPO token mean", "lambda-GRPO policy_loss", out[clock]), flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -217,6 +217,27 @@ def response_logp(model, ro, with_entropy: bool = False):
     return logp, ent
 
 
+def optimizer_step(model, opt, ws: WeightingState, cfg: "TrainConfig", ro, old_logp, adv, info: GroupInfo,
+                   denom: float, ref_logp=None):
+    """One PPO optimizer step on a rollout (step 4 of the loop; also what ``repro.speed.step``
+    times): forward, ``policy_loss`` with the method's f and λ, backward, clip, AdamW, λ's SGD.
+    Returns (loss output, grad norm, the λ used, λ's applied gradient or None)."""
+    logp, ent = response_logp(model, ro, with_entropy=True)
+    out = ws.loss(  # repro.objective.policy_loss with the method's f and λ
+        logp, old_logp, adv, ro.response_mask, info, denominator=denom, scope=cfg.scope,
+        clip_low=cfg.clip_low, clip_high=cfg.clip_high, ref_logp=ref_logp,
+        kl_coef=cfg.kl_coef, entropy=ent if cfg.entropy_coef else ent.detach(),
+        entropy_coef=cfg.entropy_coef)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(
+        model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+    opt.step()
+    lam_used = ws.value  # the λ this step's weights were computed with
+    lam_grad = ws.step()  # λ's SGD step (None for a fixed-weight method)
+    return out, grad_norm, lam_used, lam_grad
+
+
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +363,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         lengths = ro.lengths.view(P, G).float()
         info = GroupInfo.from_groups(lengths)  # each sample carries its group's lengths
         denom = step_denominator(cfg.scope, lengths)
-        mask = ro.response_mask
         with torch.no_grad():
             old_logp, _ = response_logp(model, ro)
             ref_logp = response_logp(ref, ro)[0] if ref is not None else None
@@ -352,19 +372,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         for epoch in range(cfg.ppo_epochs):
             if step >= cfg.steps:
                 break
-            logp, ent = response_logp(model, ro, with_entropy=True)
-            out = ws.loss(  # repro.objective.policy_loss with the method's f and λ
-                logp, old_logp, adv.reshape(-1), mask, info, denominator=denom, scope=cfg.scope,
-                clip_low=cfg.clip_low, clip_high=cfg.clip_high, ref_logp=ref_logp,
-                kl_coef=cfg.kl_coef, entropy=ent if cfg.entropy_coef else ent.detach(),
-                entropy_coef=cfg.entropy_coef)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
-            opt.step()
-            lam_used = ws.value  # the λ this step's weights were computed with
-            lam_grad = ws.step()  # λ's SGD step (None for a fixed-weight method)
+            out, grad_norm, lam_used, lam_grad = optimizer_step(
+                model, opt, ws, cfg, ro, old_logp, adv.reshape(-1), info, denom, ref_logp)
             step += 1
             L = out.surrogate_sums.view(P, G)
             for g in range(min(cfg.record_groups, P)):
