@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
+.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b reproduce-tiny models pretrain gpu-wheels gpu-check clean
 
 venv: $(STAMP)
 
@@ -98,16 +98,37 @@ pretrain: venv
 GPU_PY ?= python
 PREFLIGHT = @command -v $(GPU_PY) >/dev/null || { echo "make $@: no '$(GPU_PY)' on PATH: conda activate lambda-grpo-gpu (environment.yml) or set GPU_PY" >&2; exit 2; }; \
 	$(GPU_PY) -m repro.trainers.openrlhf.preflight --target $@
+# NODES=N: N nodes of the size's GPUs each (GPUS_PER_NODE=G overrides that count); vLLM engines =
+# nodes x GPUs / TP. On a Slurm cluster: scripts/slurm/reproduce.sbatch (Ray head + workers).
+NODES ?=
+GPUS_PER_NODE ?=
+MACHINE_FLAGS = $(if $(NODES),--nodes $(NODES),) $(if $(GPUS_PER_NODE),--gpus-per-node $(GPUS_PER_NODE),)
 reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
 	$(if $(DRY_RUN),,$(PREFLIGHT))
-	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
+	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
+
+# The same pipeline on one CPU machine (issue 20): the committed tiny Qwen2 on the package's own task,
+# the stock train_ppo_ray with the λ patches through a local Ray cluster with logical GPUs, vLLM's CPU
+# build, DeepSpeed on CPU; then repro.eval (vLLM backend) and the comparison, under RUNS/reproduce-tiny/.
+# Needs the engine venv (make engines); DRY_RUN=1 runs in .venv.
+ENGINES_PY ?= .venv-engines/bin/python
+TINY_METHOD ?= dapo,lambda
+reproduce-tiny: $(if $(DRY_RUN),venv,)
+	$(if $(DRY_RUN),,@test -x $(ENGINES_PY) || { echo "make $@: no engine venv at $(ENGINES_PY): run make engines first (or set ENGINES_PY)" >&2; exit 2; })
+	$(if $(DRY_RUN),$(VPY),$(ENGINES_PY)) -m repro.trainers.openrlhf.reproduce --size tiny --method $(TINY_METHOD) --runs $(RUNS) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
+
+# Fill the Hugging Face cache with the models of make reproduce-$(SIZE) (tiny|1.5b|3b|7b|1gpu) before
+# any run: training reads them offline (HF_HUB_OFFLINE=1); the machine check says when one is missing.
+SIZE ?= 1.5b
+models: venv
+	$(VPY) -m repro.trainers.openrlhf.reproduce models --size $(SIZE)
 
 # The one-GPU path (issue 12): TRL 1.16.0's GRPOTrainer with the λ seams (repro/trainers/trl),
 # Qwen2.5-1.5B on one 80 GB GPU (recipe repro/configs/trl/qwen2.5-1.5b-1gpu.yaml): prompts, training,
 # repro.eval on the 8 benchmarks, the Table 1 comparison. In the GPU environment (its lock holds
 # trl 1.16.0); DRY_RUN=1 needs no GPU and uses the CPU .venv.
 reproduce-1gpu: $(if $(DRY_RUN),venv,)
-	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.trl.reproduce --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
+	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.trl.reproduce --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
 
 # The one-GPU check (repro/trainers/openrlhf/gpu_check.py), offline, < 8 min on one H200.
 # Here: `make gpu-wheels` puts DeepSpeed (built from its sdist), OpenRLHF and their small
