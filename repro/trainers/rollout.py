@@ -36,15 +36,21 @@ def build_model(tok, **overrides):
 
 
 def save_policy(model, tok, path: str | Path) -> None:
-    """Weights (safetensors, tied embeddings stored once), config.json and the tokenizer.
-    Written directly rather than with ``save_pretrained``, which imports every installed
-    integration (seconds per checkpoint on this machine)."""
-    from safetensors.torch import save_model
+    """Weights (safetensors), config.json and the tokenizer. A tied embedding is stored once,
+    under ``model.embed_tokens.weight`` (as ``save_pretrained`` does): vLLM 0.29 reads a
+    checkpoint that holds only ``lm_head.weight`` as untied and leaves the embedding
+    uninitialised. Written directly rather than with ``save_pretrained``, which imports every
+    installed integration (seconds per checkpoint on this machine)."""
+    from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.config.to_json_file(path / "config.json")
-    save_model(model, str(path / "model.safetensors"))
+    state = model.state_dict()
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # the same tensor as model.embed_tokens.weight
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path / "model.safetensors"),
+              metadata={"format": "pt"})
     tok.save_pretrained(path)
 
 

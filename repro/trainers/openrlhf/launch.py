@@ -6,6 +6,14 @@ Takes the ``--lgrpo.*`` flags off the command line (``settings.split_argv``), ch
 with the installed OpenRLHF parser, starts Ray with the λ settings in every worker's environment,
 replaces the stock classes (``patches.install``) and runs the stock ``openrlhf.cli.train_ppo_ray``
 entry point with ``runpy``, so every stock flag works as documented by OpenRLHF.
+
+On a machine without a GPU, in the engine venv (``make engines``) with ``LGRPO_CPU_ENGINES=1``:
+the same stock path on vLLM's CPU build, Ray and DeepSpeed's CPU accelerator
+(``cpu_engines.py`` lists the shims). The launcher then starts a local Ray cluster with logical
+GPUs (unless ``RAY_ADDRESS`` names one) and refuses the flags that cannot run on CPU.
+
+A run whose weights do not reach the vLLM engines stops with one line and exit code 3
+(``metrics.WeightSyncError``, raised by the controller from the log-prob gap).
 """
 from __future__ import annotations
 
@@ -19,7 +27,12 @@ from repro.trainers.openrlhf.settings import ENV_VAR, split_argv
 
 # the three variables OpenRLHF's train() sets when it starts Ray itself (cli/train_ppo_ray.py:21-32)
 _STOCK_ENV = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
-_PASS_ENV = ("LGRPO_GRADER", "LGRPO_GRADER_TIMEOUT", "PYTHONPATH")
+_PASS_ENV = ("LGRPO_GRADER", "LGRPO_GRADER_TIMEOUT", "LGRPO_GRADER_WORKERS", "PYTHONPATH", "LGRPO_CPU_ENGINES",
+             "LGRPO_CPU_ENGINES_FAULT", "DS_ACCELERATOR", "OMP_NUM_THREADS")
+# the logical resources of the local Ray cluster on a CPU machine: enough GPUs for every placement
+# OpenRLHF makes for a small run (engines, actors, reference), CPUs for the bundles that also ask one
+CPU_RAY_GPUS = 8
+CPU_RAY_CPUS = 16
 
 
 def layout_problems(*, prompts: int, rollout_batch: int, group_size: int, rollout_micro: int, actors: int,
@@ -120,9 +133,54 @@ def check_args(stock_argv: list[str], settings, *, count_prompt_file: bool = Tru
             rollout_micro=args.rollout.micro_batch_size,
             actors=args.actor.num_nodes * args.actor.num_gpus_per_node // ds.ring_attn_size // ds.tensor_parallel_size,
             train_batch=args.train.batch_size, train_micro=args.train.micro_batch_size)
+    if not problems and cpu_engines_on():
+        problems += cpu_problems(args)
     if problems:
         raise SystemExit("launch: " + "; ".join(problems))
     return args
+
+
+def cpu_engines_on() -> bool:
+    from repro.trainers.openrlhf.cpu_engines import enabled
+
+    return enabled()
+
+
+def cpu_problems(args) -> list[str]:
+    """The flags that cannot run on the CPU engines, with the reason."""
+    out = []
+    if args.vllm.num_engines < 1:
+        out.append("--vllm.num_engines must be >= 1 (the CPU path checks the weight sync through the engines)")
+    if args.vllm.enable_sleep:
+        out.append("--vllm.enable_sleep: vLLM's CPU platform has no sleep mode")
+    if args.ds.enable_sleep:
+        out.append("--ds.enable_sleep offloads through CUDA memory; not on CPU")
+    if args.vllm.sync_with_ray:
+        out.append("--vllm.sync_with_ray: Ray 2.55's gloo collective group calls new_group in processes that already "
+                   "have a default group and fails; the CPU path syncs over its own gloo group")
+    if args.vllm.sync_backend != "gloo":
+        out.append(f"--vllm.sync_backend {args.vllm.sync_backend}: the CPU engines need gloo (NCCL and CUDA IPC "
+                   "are GPU-only)")
+    if args.ds.attn_implementation not in ("eager", "sdpa"):
+        out.append(f"--ds.attn_implementation {args.ds.attn_implementation}: flash attention is GPU-only "
+                   "(use eager or sdpa)")
+    if args.ds.packing_samples:
+        out.append("--ds.packing_samples needs flash attention (GPU-only)")
+    if args.vllm.tensor_parallel_size != 1:
+        out.append("--vllm.tensor_parallel_size must be 1 on the CPU engines (not tried)")
+    return out
+
+
+def init_ray(settings) -> None:
+    """Join the cluster of ``RAY_ADDRESS``; else start a local one (on the CPU engines with
+    logical GPUs, which OpenRLHF's placement groups need)."""
+    import ray
+
+    if cpu_engines_on() and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        ray.init(num_gpus=CPU_RAY_GPUS, num_cpus=CPU_RAY_CPUS, runtime_env=runtime_env(settings))
+    else:
+        ray.init(runtime_env=runtime_env(settings))
 
 
 def runtime_env(settings) -> dict:
@@ -143,14 +201,18 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"launch: {settings.run_dir} is not a run folder (create it with repro.runs.Run.create)")
     os.environ[ENV_VAR] = settings.to_json()
 
-    import ray
-
     from repro.trainers.openrlhf import patches
+    from repro.trainers.openrlhf.metrics import WeightSyncError
 
-    ray.init(runtime_env=runtime_env(settings))
+    init_ray(settings)
     patches.install()
     sys.argv = ["openrlhf.cli.train_ppo_ray", *stock]
-    runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+    except WeightSyncError as e:  # raised in the controller actor; Ray re-raises it as this type
+        cause = getattr(e, "cause", None) or e
+        print(f"launch: {cause}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

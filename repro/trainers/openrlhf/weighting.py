@@ -47,12 +47,13 @@ import itertools
 import torch
 import torch.nn as nn
 
-from repro.objective import LearnableLambda, as_weighting, sample_weights
+from repro.objective import LearnableLambda, as_weighting, sample_weights, surrogate_from_log_ratio
 from repro.trainers.contract import GroupInfo, WeightingState, check_positions, rows_as_groups
 
 GROUP_LEN_KEY = "lgrpo_group_len"  # [B, G] float: the lengths of the sample's whole group
 GROUP_POS_KEY = "lgrpo_group_pos"  # [B] long: the sample's position in its group
 GROUP_ID_KEY = "lgrpo_group_id"  # [B] long: the sample's group in its rollout batch (rollout position // G)
+GROUPS_STATUS_KEY = "lgrpo/groups/rank"  # + rank: the groups a rank recorded, in ppo_train's status
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,12 +136,24 @@ class WeightedPolicyLoss(nn.Module):
         self.lam, self.scope = lam, scope
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_weights: torch.Tensor | None = None
+        self.last_surrogate_sums: torch.Tensor | None = None  # L_i of the last micro-batch (float64, detached)
 
     def set_group_info(self, group_lengths: torch.Tensor, positions: torch.Tensor) -> None:
         self._pending = (group_lengths, positions)
 
     def clear(self) -> None:
         self._pending = None
+
+    def surrogate_sums(self, log_probs, old_log_probs, advantages, action_mask) -> torch.Tensor:
+        """L_i = Σ_t min(ρA, clip(ρ)A) per sample with the stock loss's clip settings and log-ratio
+        clamp (``models/loss.py:185-207``), unweighted: what Eq. 20 and ``groups.jsonl`` take."""
+        with torch.no_grad():
+            log_ratio = (log_probs - old_log_probs).double().clamp(min=-20.0, max=20.0)
+            surr, _ = surrogate_from_log_ratio(log_ratio, advantages.double(), clip_low=self.stock.clip_eps_low,
+                                               clip_high=self.stock.clip_eps_high, dual_clip=self.stock.dual_clip)
+            if action_mask is not None:
+                surr = surr * action_mask.reshape(surr.shape).double()
+            return surr.reshape(surr.shape[0], -1).sum(-1).cpu()
 
     def weights(self, group_lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         lam = self.lam.param if self.lam is not None else 0.0
@@ -174,6 +187,7 @@ class WeightedPolicyLoss(nn.Module):
                 torch.as_tensor(global_batch_size, dtype=torch.float64, device=gl.device)
             w = f * (ratio * G / gl.sum(dim=1))
         self.last_weights = f.detach()
+        self.last_surrogate_sums = self.surrogate_sums(log_probs, old_log_probs, advantages, action_mask)
         adv = advantages * w.to(advantages.dtype).view(-1, *([1] * (advantages.dim() - 1)))
         return self.stock(log_probs, old_log_probs, adv, action_mask=action_mask,
                           rollout_log_probs=rollout_log_probs, dp_size=dp_size,
@@ -206,6 +220,8 @@ class LambdaTrainerMixin:
         self.actor_loss_fn = WeightedPolicyLoss(self.actor_loss_fn, method=self.lgrpo.weighting,
                                                 lam=self.lgrpo.lam, scope=settings.scope)
         self.lgrpo_grads: list[float] = []
+        self.lgrpo_pending: list[tuple] = []  # (group id, position, group lengths, L_i) of this optimizer step
+        self.lgrpo_groups: list[dict] = []  # whole groups recorded in this ppo_train (groups.jsonl lines)
 
     @property
     def lgrpo_lambda(self) -> LearnableLambda | None:
@@ -230,9 +246,11 @@ class LambdaTrainerMixin:
         return bool(self.actor.model.is_gradient_accumulation_boundary())
 
     def training_step(self, experience, kl_ctl, step, loss_batch_info=None):
+        gid = experience.info.get(GROUP_ID_KEY)
         gl, pos = pop_group_info(experience.info)
         boundary = self.lgrpo_is_boundary(step)  # asked before DeepSpeed's step() advances its counter
         self.actor_loss_fn.set_group_info(gl, pos)
+        lam_used = self.lgrpo.value
         try:
             status = super().training_step(experience, kl_ctl, step, loss_batch_info)
         finally:
@@ -240,17 +258,55 @@ class LambdaTrainerMixin:
         if self.actor_loss_fn.last_weights is not None:
             self.lgrpo.fstats.add(self.actor_loss_fn.last_weights)
             self.actor_loss_fn.last_weights = None
+        L, self.actor_loss_fn.last_surrogate_sums = self.actor_loss_fn.last_surrogate_sums, None
+        if L is not None and gid is not None:
+            if isinstance(gid, (list, tuple)):
+                gid = torch.stack([torch.as_tensor(x) for x in gid])
+            for g, p, row, li in zip(torch.as_tensor(gid).reshape(-1).tolist(), pos.tolist(), gl.tolist(), L.tolist()):
+                self.lgrpo_pending.append((int(g), int(p), row, li))
         if boundary:
             grad = self.lgrpo.step(group=self.lgrpo_dp_group())  # counts the step; None: fixed weights
             if grad is not None:
                 self.lgrpo_grads.append(grad)
+            self.lgrpo_record_step(lam_used, grad)
         return status
+
+    def lgrpo_record_step(self, lam_used: float, grad: float | None) -> None:
+        """The whole groups of the optimizer step just taken (up to ``record_groups`` per rank),
+        as ``repro.runs.Run.log_group`` lines: lengths, L_i, the λ they were weighted with and
+        the λ gradient the step applied (data-parallel mean)."""
+        pending, self.lgrpo_pending = self.lgrpo_pending, []
+        keep = int(getattr(self.lgrpo_settings, "record_groups", 0))
+        groups: dict[int, dict[int, tuple]] = {}
+        for g, p, row, li in pending:
+            groups.setdefault(g, {})[p] = (row, li)
+        whole = [g for g in sorted(groups) if len(groups[g]) == len(next(iter(groups[g].values()))[0])]
+        if keep <= 0 or not whole:
+            return
+        import torch.distributed as dist
+
+        world = dist.get_world_size(self.lgrpo_dp_group()) if dist.is_initialized() else 1
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        params = self.lgrpo.weighting.params
+        for g in whole[:keep]:
+            members = groups[g]
+            self.lgrpo_groups.append(dict(
+                step=self.lgrpo.optimizer_steps, lam=lam_used, r=float(getattr(params, "r", 0.0)),
+                lengths=members[0][0], L=[members[p][1] for p in range(len(members))],
+                method=self.lgrpo.weighting.name, sigma=str(getattr(params, "sigma", "sample")),
+                lambda_grad=grad, groups_in_step=len(whole) * world, rank=rank, group=g))
 
     def ppo_train(self, *a, **k):
         self.lgrpo.fstats.reset()
         self.lgrpo_grads = []
+        self.lgrpo_pending, self.lgrpo_groups = [], []
         status = super().ppo_train(*a, **k)
         status.update(self.lgrpo_status())
+        if self.lgrpo_groups:
+            import torch.distributed as dist
+
+            rank = dist.get_rank() if dist.is_initialized() else 0
+            status[f"{GROUPS_STATUS_KEY}{rank}"] = self.lgrpo_groups  # each rank's own key: the controller merges dicts
         return status
 
     def lgrpo_status(self) -> dict:

@@ -1,0 +1,108 @@
+"""A small real OpenRLHF run on the CPU engines (Ray + vLLM's CPU build + DeepSpeed), for the tests
+of ``test_openrlhf_cpu_engines.py``; also runnable by hand from the engine venv:
+
+    LGRPO_CPU_ENGINES=1 .venv-engines/bin/python tests/openrlhf_engines.py OUT_DIR lambda [FAULT]
+
+Everything a cluster run does, at toy size: the package's launcher, the stock
+``openrlhf.cli.train_ppo_ray``, the package's reward file loaded by OpenRLHF from its path, the
+committed ``repro/assets/tiny-sum`` model, a local Ray cluster with logical GPUs, one vLLM
+engine, one DeepSpeed ZeRO-2 bf16 actor, the weight sync after every step, DeepSpeed checkpoints
+and the final HF save.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "repro" / "assets" / "tiny-sum"
+REWARD_FILE = REPO / "repro" / "trainers" / "openrlhf" / "reward_fn.py"
+
+PROMPTS = 6  # 3 rollout steps of 2 prompts
+G = 4
+LR = 2e-3  # large enough that a policy whose weights stay behind in the engines shows it by step 2-3
+LAMBDA_LR = 1.0  # so that λ visibly moves in 3 steps (the paper's 0.1 moves it by ~1e-3)
+
+
+def write_prompts(path: Path, n: int = PROMPTS, seed: int = 0) -> Path:
+    """``n`` training problems of the package's task, as OpenRLHF's JSONL prompt file."""
+    sys.path.insert(0, str(REPO))
+    from repro.tasks.arith import sample_problems
+
+    probs = sample_problems(n, random.Random(seed), "train")
+    path.write_text("".join(json.dumps({"prompt": "<bos>" + p.prompt, "label": str(p.answer)}) + "\n"
+                            for p in probs))
+    return path
+
+
+def stock_flags(run_dir: Path, prompts: Path) -> list[str]:
+    return [
+        "--actor.model_name_or_path", str(MODEL),
+        "--data.prompt_dataset", str(prompts), "--data.input_key", "prompt", "--data.label_key", "label",
+        "--data.max_samples", str(PROMPTS), "--data.max_len", "96",
+        "--reward.remote_url", str(REWARD_FILE),
+        "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
+        "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1",
+        "--vllm.enforce_eager", "--vllm.gpu_memory_utilization", "0.05", "--vllm.sync_backend", "gloo",
+        "--ds.zero_stage", "2", "--ds.param_dtype", "bf16", "--ds.attn_implementation", "eager",
+        "--algo.advantage.estimator", "group_norm", "--algo.kl.init_coef", "0",
+        "--actor.loss_agg_mode", "token-mean", "--actor.policy_loss_type", "ppo",
+        "--actor.adam.lr", str(LR), "--actor.lr_scheduler", "constant", "--actor.lr_warmup_ratio", "0",
+        "--rollout.n_samples_per_prompt", str(G), "--rollout.batch_size", "2", "--rollout.micro_batch_size", "4",
+        "--rollout.max_new_tokens", "32", "--rollout.temperature", "1.0",
+        "--train.batch_size", "4", "--train.micro_batch_size", "2", "--train.max_epochs", "1",
+        "--train.num_episodes", "1", "--train.seed", "7",
+        "--ckpt.path", str(run_dir / "checkpoints"), "--ckpt.output_dir", str(run_dir / "final"),
+        "--ckpt.save_steps", "2", "--ckpt.save_hf", "--ckpt.max_num", "1",
+    ]
+
+
+def lgrpo_flags(method: str, run_dir: Path) -> list[str]:
+    return ["--lgrpo.method", method, "--lgrpo.scope", "group", "--lgrpo.run_dir", str(run_dir),
+            "--lgrpo.lr", str(LAMBDA_LR), "--lgrpo.record_groups", "8"]
+
+
+def make_run(out: Path, method: str) -> Path:
+    sys.path.insert(0, str(REPO))
+    from repro.runs import Run
+
+    run_dir = out / method
+    cfg = {"method": method, "trainer": "openrlhf", "stock": stock_flags(run_dir, out / "prompts.jsonl"),
+           "lgrpo": lgrpo_flags(method, run_dir)}
+    Run.create(run_dir, cfg, seed=7, method=method)
+    return run_dir
+
+
+def launch(out: Path, method: str, *, fault: str | None = None, timeout: float = 900) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """Train ``method`` through ``python -m repro.trainers.openrlhf.launch`` in a fresh process
+    (its own local Ray cluster); returns the run folder, the finished process and its wall time."""
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = out / "prompts.jsonl"
+    if not prompts.exists():
+        write_prompts(prompts)
+    run_dir = make_run(out, method)
+    env = dict(os.environ, LGRPO_CPU_ENGINES="1", LGRPO_GRADER_WORKERS="1", DS_ACCELERATOR="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    env.pop("RAY_ADDRESS", None)
+    if fault:
+        env["LGRPO_CPU_ENGINES_FAULT"] = fault
+    cmd = [sys.executable, "-m", "repro.trainers.openrlhf.launch", *lgrpo_flags(method, run_dir),
+           *stock_flags(run_dir, prompts)]
+    t0 = time.time()
+    p = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=timeout)
+    (run_dir / "launch.log").write_text(p.stdout)
+    return run_dir, p, time.time() - t0
+
+
+if __name__ == "__main__":
+    out, method = Path(sys.argv[1]), sys.argv[2]
+    run_dir, p, wall = launch(out, method, fault=sys.argv[3] if len(sys.argv) > 3 else None)
+    print(p.stdout[-6000:])
+    print(f"rc {p.returncode}, {wall:.0f} s, run {run_dir}")
+    sys.exit(p.returncode)
