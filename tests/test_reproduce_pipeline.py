@@ -167,7 +167,8 @@ def test_tiny_config_and_dry_run(tmp_path):
         cmds = reproduce.commands(cfg)
         assert cmds["prepare_prompts"][-4:] == ["--task", "sum", "--n", "16"]
         ev = cmds["eval"]
-        assert ev[ev.index("--backend") + 1] == "vllm" and ev[ev.index("--task") + 1] == "sum"
+        assert ev[ev.index("--backend") + 1] == "vllm" and ev[ev.index("--benchmarks") + 1] == "sum_heldout"
+        assert "--paper-size" not in ev and ev[ev.index("--heldout-problems") + 1] == "64"
         assert ev[ev.index("--model") + 1] == str(tmp_path.resolve() / "reproduce-tiny" / f"tiny-{m}-seed42" / "final")
         assert cmds["eval_base"][cmds["eval_base"].index("--model") + 1] == o["actor.model_name_or_path"]
         assert reproduce.OpenRLHFPlan("tiny", tmp_path, tmp_path).comparison_paths(tmp_path, "tiny") == [

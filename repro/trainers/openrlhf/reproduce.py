@@ -180,16 +180,16 @@ def settings_of(cfg: dict) -> LambdaSettings:
 
 
 def eval_command(cfg: dict, model: str, out: str, python: str) -> list[str]:
-    """``python -m repro.eval`` on ``model``: the 8 benchmarks (paper sizes) or the task's held-out
-    problems (``eval.task``), with the vLLM backend; ``eval.*`` settings become its flags."""
+    """``python -m repro.eval`` on ``model`` with the vLLM backend: the 8 benchmarks against Table 1's
+    block of this size, or (a size Table 1 does not have) the sets ``eval.benchmarks`` names, e.g.
+    the CPU task's ``sum_heldout``; the other ``eval.*`` settings become its flags."""
     e, p = cfg["eval"], cfg["paths"]
-    cmd = [python, "-m", "repro.eval", "--model", model, "--out", out, "--backend", "vllm"]
-    if e.get("task"):
-        cmd += ["--task", str(e["task"])]
-    else:
-        cmd += ["--benchmarks", str(e["benchmarks"]), "--data-src", p["data_src"], "--paper-size", cfg["size"].upper()]
-    for key, flag in (("limit", "--limit"), ("max_tokens", "--max-tokens"),
-                      ("gpu_memory_utilization", "--gpu-memory-utilization")):
+    cmd = [python, "-m", "repro.eval", "--model", model, "--benchmarks", str(e["benchmarks"]), "--out", out,
+           "--backend", "vllm"]
+    if cfg["size"] in SIZES:
+        cmd += ["--data-src", p["data_src"], "--paper-size", cfg["size"].upper()]
+    for key, flag in (("heldout_problems", "--heldout-problems"), ("limit", "--limit"),
+                      ("max_tokens", "--max-tokens"), ("gpu_memory_utilization", "--gpu-memory-utilization")):
         if e.get(key) is not None:
             cmd += [flag, str(e[key])]
     return cmd
