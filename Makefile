@@ -129,13 +129,13 @@ reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)
 # build, DeepSpeed on CPU; then repro.eval (vLLM backend) and the comparison, under RUNS/reproduce-tiny/.
 # In the engine venv (make engines, built first), with its CPU shims on; DRY_RUN=1 runs in .venv.
 TINY_METHOD ?= dapo,lambda
-reproduce-tiny: $(if $(DRY_RUN),venv,engines)
+reproduce-tiny: $(if $(DRY_RUN),venv,engines)  ## [cpu] the paper path whole on CPU: tiny Qwen2, Ray + vLLM + DeepSpeed, eval, comparison (RUNS/reproduce-tiny)
 	$(if $(DRY_RUN),,LGRPO_CPU_ENGINES=1) $(if $(DRY_RUN),$(VPY),$(VENV_ENG)/bin/python) -m repro.trainers.openrlhf.reproduce --size tiny --method $(TINY_METHOD) --runs $(RUNS) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
 
 # Fill the Hugging Face cache with the models of make reproduce-$(SIZE) (tiny|1.5b|3b|7b|1gpu) before
 # any run: training reads them offline (HF_HUB_OFFLINE=1); the machine check says when one is missing.
 SIZE ?= 1.5b
-models: venv
+models: venv  ## [gpu] fetch the models of reproduce-$(SIZE) into the Hugging Face cache before any run (SIZE=1.5b|3b|7b|1gpu|tiny)
 	$(VPY) -m repro.trainers.openrlhf.reproduce models --size $(SIZE)
 
 # The one-GPU path (issue 12): TRL 1.16.0's GRPOTrainer with the λ seams (repro/trainers/trl),
