@@ -44,7 +44,7 @@ def stock_flags(run_dir: Path, prompts: Path) -> list[str]:
     return [
         "--actor.model_name_or_path", str(MODEL),
         "--data.prompt_dataset", str(prompts), "--data.input_key", "prompt", "--data.label_key", "label",
-        "--data.max_samples", str(PROMPTS), "--data.max_len", "96",
+        "--data.max_samples", str(PROMPTS), "--data.max_len", "128",
         "--reward.remote_url", str(REWARD_FILE),
         "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
         "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1",
@@ -54,7 +54,7 @@ def stock_flags(run_dir: Path, prompts: Path) -> list[str]:
         "--actor.loss_agg_mode", "token-mean", "--actor.policy_loss_type", "ppo",
         "--actor.adam.lr", str(LR), "--actor.lr_scheduler", "constant", "--actor.lr_warmup_ratio", "0",
         "--rollout.n_samples_per_prompt", str(G), "--rollout.batch_size", "2", "--rollout.micro_batch_size", "4",
-        "--rollout.max_new_tokens", "32", "--rollout.temperature", "1.0",
+        "--rollout.max_new_tokens", "64", "--rollout.temperature", "1.0",
         "--train.batch_size", "4", "--train.micro_batch_size", "2", "--train.max_epochs", "1",
         "--train.num_episodes", "1", "--train.seed", "7",
         "--ckpt.path", str(run_dir / "checkpoints"), "--ckpt.output_dir", str(run_dir / "final"),

@@ -13,7 +13,7 @@ Only what is hard-wired to CUDA or to a GPU-only path is shimmed (openrlhf 0.11.
 
 | # | shim | answers | without it |
 |---|---|---|---|
-| 1 | ``flash_attn`` import stand-in (``local_actor._StandInFinder``, last on ``sys.meta_path``: only if no real one is found) | openrlhf ``models/ring_attn_utils.py:3`` (imported by the CLI) | ``ModuleNotFoundError`` |
+| 1 | ``flash_attn`` import stand-in (``local_actor.FlashAttnStandIn``: the names ``ring_attn_utils`` imports, raising when called; last on ``sys.meta_path``, so only where no real one is found; ``flash_attn.ops`` stays missing and ``models/utils.py:180`` falls back to torch) | openrlhf ``models/ring_attn_utils.py:3-4`` (imported by the CLI) | ``ModuleNotFoundError`` |
 | 2 | ``torch.cuda.set_device`` -> no-op | openrlhf ``utils/deepspeed/deepspeed.py:97`` | ``_cuda_setDevice`` missing |
 | 3 | ``torch.cuda.current_device`` -> ``"cpu"`` | ``trainer/ray/ppo_actor.py:148`` (``_init_vllm_sync_group``), ``:171``, ``:627``, ``deepspeed.py:614`` | "Torch not compiled with CUDA enabled" |
 | 4 | ``torch.cuda.synchronize`` -> no-op | ``utils/distributed_util.py:10`` | same |
@@ -216,13 +216,13 @@ def install_hook() -> None:
     patch the target modules that are already imported. Idempotent."""
     if any(isinstance(f, _PostImportHook) for f in sys.meta_path):
         return
-    from repro.trainers.openrlhf.local_actor import _StandInFinder
+    from repro.trainers.openrlhf.local_actor import FlashAttnStandIn
 
     fault = os.environ.get(FAULT_VAR)
     if fault and fault not in FAULTS:
         raise ValueError(f"{FAULT_VAR}={fault!r} is not one of {FAULTS}")
     sys.meta_path.insert(0, _PostImportHook())
-    sys.meta_path.append(_StandInFinder(["flash_attn"]))
+    sys.meta_path.append(FlashAttnStandIn())
     for name, patch in PATCHES.items():
         if name in sys.modules and _no_cuda():
             patch(sys.modules[name])

@@ -178,7 +178,8 @@ def init_ray(settings) -> None:
 
     if cpu_engines_on() and not os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        ray.init(num_gpus=CPU_RAY_GPUS, num_cpus=CPU_RAY_CPUS, runtime_env=runtime_env(settings))
+        ray.init(num_gpus=CPU_RAY_GPUS, num_cpus=CPU_RAY_CPUS, include_dashboard=False,
+                 runtime_env=runtime_env(settings))
     else:
         ray.init(runtime_env=runtime_env(settings))
 

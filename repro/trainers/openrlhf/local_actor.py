@@ -120,6 +120,34 @@ class _StandInFinder:
         module.__path__ = []
 
 
+class FlashAttnStandIn:
+    """Import hook for ``flash_attn`` where it is not installed: only the modules and names
+    OpenRLHF 0.11.2 imports at module level (``models/ring_attn_utils.py:3-4``; ring attention
+    and packing, which are GPU-only), each name raising when called. Any other ``flash_attn``
+    submodule stays missing, so OpenRLHF's own fallbacks run: ``models/utils.py:180`` imports
+    ``flash_attn.ops.triton.cross_entropy`` inside ``try/except ImportError`` and otherwise
+    computes the log-probs in torch (a stand-in there would raise instead)."""
+
+    MODULES = {"flash_attn": (), "flash_attn.utils": (),
+               "flash_attn.bert_padding": ("index_first_axis", "pad_input", "unpad_input", "rearrange"),
+               "flash_attn.utils.distributed": ("all_gather",)}
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.MODULES:
+            return importlib.util.spec_from_loader(name, self, is_package=name in ("flash_attn", "flash_attn.utils"))
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__stand_in__ = True
+        if module.__name__ == "flash_attn":
+            module.__version__ = "0.0.0+stand-in"
+        for n in self.MODULES[module.__name__]:
+            setattr(module, n, _raiser(f"{module.__name__}.{n}"))
+
+
 # imported at module level by OpenRLHF's trainer modules (patches.py needs ppo_trainer), never
 # called on the actor path: the prompt datasets (datasets), the agent/HTTP reward code (aiohttp),
 # the VLM helpers (PIL)
@@ -132,11 +160,13 @@ def import_stand_ins() -> list[str]:
     does not read the test tree; the CPU tests put their own stubs on the path first, and a
     package found on the path is never stood in). Returns the names that were stood in."""
     used = []
-    generic = [n for n in (*GENERIC_STAND_INS, "flash_attn", "vllm")
-               if n not in sys.modules and importlib.util.find_spec(n) is None]
+    generic = [n for n in (*GENERIC_STAND_INS, "vllm") if n not in sys.modules and importlib.util.find_spec(n) is None]
     if generic:
         sys.meta_path.append(_StandInFinder(generic))
         used += generic
+    if "flash_attn" not in sys.modules and importlib.util.find_spec("flash_attn") is None:
+        sys.meta_path.append(FlashAttnStandIn())
+        used.append("flash_attn")
     if "ray" not in sys.modules and importlib.util.find_spec("ray") is None:
         ray = _ray_stand_in()
         sys.modules.update({"ray": ray, "ray.util": ray.util, "ray.util.placement_group": ray.util.placement_group,
