@@ -1,7 +1,11 @@
 """Regenerate every figure and table the package can make from the runs present.
 
-    python -m repro.artifacts --runs runs --out paper_artifacts        # = make artifacts
+    python -m repro.artifacts --runs runs/demo                 # = make artifacts RUNS=runs/demo -> runs/demo/artifacts
+    python -m repro.artifacts --runs runs/reproduce-cpu --paper  # = make artifacts PAPER=1 ...: regenerates paper_artifacts/
     python -m repro.artifacts --runs runs/demo --out /tmp/a --no-notebooks
+
+The output folder is ``<runs>/artifacts`` unless ``--out`` says otherwise; the committed
+``paper_artifacts/`` is written only with ``--paper`` (an ``--out`` there without it is refused).
 
 Writes ``<out>/figures/*.png|pdf``, ``<out>/tables/*.csv``, the four notebooks executed headless
 on the same runs (``<out>/notebooks/*.ipynb``), and ``<out>/README.md``, which says for each
@@ -38,22 +42,34 @@ KNOWN_FILES = {
 # ----------------------------------------------------------------------------------------------
 def _this_python_kernel_manager_class():
     """A kernel manager class whose 'python3' kernel is *this* interpreter (ipykernel in the same
-    venv), whatever kernelspecs the user has installed: no manual kernel installation."""
+    venv), whatever kernelspecs the user has installed: no manual kernel installation; its
+    transport is encrypted with CurveZMQ keys the manager provisions (where pyzmq has CurveZMQ)."""
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
+
+    import zmq
+
+    curve = zmq.has("curve")
 
     class ThisPythonSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
             return KernelSpec(name="python3", display_name=f"Python ({sys.executable})",
                               language="python",
                               argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
-                                    "{connection_file}"])
+                                    "{connection_file}"],
+                              metadata={"supported_encryption": ["curve"]} if curve else {})
 
     class ThisPythonKernelManager(AsyncKernelManager):
         @default("kernel_spec_manager")
         def _kernel_spec_manager_default(self):
             return ThisPythonSpecs(data_dir=self.data_dir)
+
+        # CurveZMQ keys provisioned by the kernel manager (jupyter_client's transport_encryption),
+        # the supported way to avoid ipykernel's "running over TCP without encryption" warning
+        @default("transport_encryption")
+        def _transport_encryption_default(self):
+            return "auto" if curve else "disabled"
 
     return ThisPythonKernelManager
 
@@ -176,11 +192,16 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
 
     notes = []
     dyn = ["response_length_mean", "truncated_rate", "entropy", "reward_mean", "accuracy"]
-    if "eval_accuracy" in df and df["eval_accuracy"].notna().any():
+    ev = an.eval_frame(found, runs_root)
+    per = an.periodic_evals(ev)
+    if len(per) or ("eval_accuracy" in df and df["eval_accuracy"].notna().any()):
         dyn.append("eval_accuracy")
-    book.fig(an.fig_metric_bands(df, dyn), "fig4_length_entropy_reward", _by(an.fig_metric_bands),
-             runs_label, "Paper Fig. 4 (entropy, response length; Qwen2.5-3B, one seed). CPU runs use a "
-             "0.5 M-parameter model on a synthetic task: compare shapes and method ordering, not values.")
+    book.fig(an.fig_metric_bands(df, dyn, evals=ev if len(per) else None), "fig4_length_entropy_reward",
+             _by(an.fig_metric_bands), runs_label,
+             "Paper Fig. 4 (entropy, response length; Qwen2.5-3B, one seed). CPU runs use a "
+             "0.5 M-parameter model on a synthetic task: compare shapes and method ordering, not values. "
+             "Training curves are smoothed; the held-out accuracy panel draws every in-training "
+             "evaluation (step 0 included), unsmoothed.")
     summ = an.method_summary(df)
     book.table(an.run_summary(df), "run_summary", _by(an.run_summary), runs_label,
                "no paper counterpart (the paper reports no per-run dynamics tables).")
@@ -207,7 +228,6 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
     if len(rec):
         book.table(rec, "eq20_recorded_groups", _by(an.eq20_recorded), runs_label,
                    f"Eq. 20 on groups recorded by the runs: {int(rec['pass'].sum())}/{len(rec)} pass.")
-    ev = an.eval_frame(found, runs_root)
     if len(ev):
         book.table(ev, "eval_scores", _by(an.eval_frame), runs_label,
                    "held-out scores of each run (CPU task benchmarks are not the paper's eight).")
@@ -290,7 +310,7 @@ def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status
     from repro.runs import git_commit, write_text_atomic
 
     lines = ["# Paper artifacts", "",
-             f"Regenerated by `make artifacts{'' if runs_shown == 'runs' else ' RUNS=' + runs_shown}`, i.e. `{cmd}`, on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+             f"Regenerated by `make artifacts{' PAPER=1' if '--paper' in cmd else ''}{'' if runs_shown == 'runs' else ' RUNS=' + runs_shown}`, i.e. `{cmd}`, on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              f"at commit `{git_commit()}`. Every figure is saved as PNG and PDF under `figures/`, every table as "
              "CSV under `tables/`; all are computed from `repro.objective` and from the runs listed below "
              "(read through `repro.runs`), by the functions of `repro.analysis` that the notebooks also call.",
@@ -334,10 +354,17 @@ def write_readme(book: Book, runs_root: Path, found, notes: list[str], nb_status
     write_text_atomic(out_dir / "README.md", "\n".join(lines) + "\n")
 
 
+def _refuse(msg: str) -> int:
+    print(f"python -m repro.artifacts: {msg}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs", help="folder searched (recursively) for run folders")
-    ap.add_argument("--out", default="paper_artifacts")
+    ap.add_argument("--out", default=None, help="output folder (default: <runs>/artifacts)")
+    ap.add_argument("--paper", action="store_true",
+                    help="regenerate the committed paper_artifacts/ (the only way to write there)")
     ap.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per notebook cell")
     a = ap.parse_args(argv)
@@ -351,9 +378,19 @@ def main(argv=None) -> int:
 
     root = an.repo_root()
     runs_root = Path(a.runs).resolve()
+    if not runs_root.is_dir():
+        return _refuse(f"--runs {a.runs}: no such folder (make demo writes runs/demo)")
+    paper_dir = (root / "paper_artifacts").resolve()
+    if a.out is None:
+        a.out = str(paper_dir.relative_to(root)) if a.paper else str(Path(a.runs) / "artifacts")
     out = Path(a.out).resolve()
+    if (out == paper_dir) != a.paper:
+        return _refuse(f"--out {a.out}: the committed paper_artifacts/ is written only with --paper "
+                       f"(make artifacts PAPER=1), and --paper writes only there" if not a.paper else
+                       f"--paper regenerates paper_artifacts/, not --out {a.out}: drop one of them")
     out.mkdir(parents=True, exist_ok=True)
-    cmd = COMMAND.format(runs=a.runs, out=a.out)
+    cmd = (COMMAND.format(runs=a.runs, out="").replace(" --out ", " --paper") if a.paper
+           else COMMAND.format(runs=a.runs, out=a.out))
     book = Book(out)
     found, df = an.load_runs(runs_root)
     label = _runs_label(found, runs_root)

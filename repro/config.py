@@ -14,7 +14,9 @@ their typed configs (``repro.trainers.reference.TrainConfig``, ``openrlhf.reprod
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import sys
 from pathlib import Path
 
 import yaml
@@ -45,12 +47,70 @@ def read_yaml(path: str | Path) -> dict:
     return d
 
 
+class ConfigError(ValueError):
+    """A bad config or ``--set`` value, said in one line (``config_errors`` prints it)."""
+
+
 def compose(paths, overrides: dict | None = None) -> dict:
-    """Merge the YAML files ``paths`` in order, then ``overrides`` (nested or dotted keys)."""
+    """Merge the YAML files ``paths`` in order, then ``overrides`` (nested or dotted keys), each
+    checked against the type of the value it replaces (``check_types``)."""
     out: dict = {}
     for p in paths:
         out = merge(out, read_yaml(p))
+    check_types(out, overrides or {})
     return merge(out, nest(overrides or {}))
+
+
+def _type_name(v) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping", list: "a list"}.get(type(v), type(v).__name__)
+
+
+def _is_number(v) -> bool:
+    """int, float, or a string float() reads (YAML 1.1 reads ``1e-4``, without a dot, as a string)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    try:
+        float(v)
+        return isinstance(v, str)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_types(base: dict, overrides: dict) -> None:
+    """Each dotted override against the value the layers give that key: a number where a number
+    is, true/false where a flag is, a mapping where a mapping is (an int for a float is fine; a
+    key the layers do not set, or set to null, is left to the trainer's own checks)."""
+    for key, v in overrides.items():
+        old, d = None, base
+        for part in str(key).split("."):
+            if not isinstance(d, dict) or part not in d:
+                old = None
+                break
+            old = d = d[part]
+        if old is None:
+            continue
+        ok = (isinstance(v, bool) if isinstance(old, bool) else
+              isinstance(v, int) and not isinstance(v, bool) if isinstance(old, int) else
+              _is_number(v) if isinstance(old, float) else
+              isinstance(v, dict) if isinstance(old, dict) else
+              isinstance(v, list) if isinstance(old, list) else True)
+        if not ok:
+            raise ConfigError(f"--set {key}={v!r}: expected {_type_name(old)} (the config has {old!r})")
+
+
+@contextlib.contextmanager
+def config_errors(prog: str):
+    """Turn a bad config into one line on stderr and exit code 2: wrap the reading, composing and
+    validating of a command's config (not the run itself) in ``with config_errors(prog):``."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as e:
+        msg = str(e).strip().replace("\n", " ") or type(e).__name__
+        print(f"{prog}: bad config: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def nest(flat: dict) -> dict:
@@ -72,10 +132,15 @@ def parse_overrides(items: list[str]) -> dict:
     (values read as YAML)."""
     out = {}
     for it in items:
-        if "=" not in it:
-            raise ValueError(f"--set expects key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        k, eq, v = it.partition("=")
+        if not eq or not k.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. --set steps=20), got {it!r}")
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"--set {it}: {v!r} is not a YAML value ({where}); quote a string: "
+                              f"--set '{k.strip()}=\"...\"'") from None
     return out
 
 

@@ -230,10 +230,10 @@ def run_all(root: Path, jobs_list: list[Job], overrides: dict, n_jobs: int, tota
     return n_launched
 
 
-def eval_base(root: Path, tasks: list[str], n_problems: int, eval_seed: int) -> dict:
-    """Held-out scores of the starting checkpoint, same problems and budget as the runs."""
+def eval_base(root: Path, tasks: list[str], n_problems: int, cfg) -> dict:
+    """Held-out scores of the starting checkpoint, same problems and budget as the runs
+    (``cfg``: the runs' composed config, for its checkpoint and evaluation seed)."""
     from repro.tasks.arith import get_variant, sample_problems
-    from repro.trainers.reference import TrainConfig
     from repro.trainers.rollout import evaluate, load_policy
 
     out = {}
@@ -242,8 +242,8 @@ def eval_base(root: Path, tasks: list[str], n_problems: int, eval_seed: int) -> 
         if p.exists():
             out[task] = json.loads(p.read_text())
             continue
-        model, tok = load_policy(TrainConfig().checkpoint_path)
-        probs = sample_problems(n_problems, random.Random(eval_seed), "test")
+        model, tok = load_policy(cfg.checkpoint_path)
+        probs = sample_problems(n_problems, random.Random(cfg.eval_seed), "test")
         ev = evaluate(model, tok, probs, max_new_tokens=get_variant(task).max_new_tokens)
         write_json_atomic(p, ev)
         out[task] = ev
@@ -409,6 +409,9 @@ def _cell(r: dict) -> tuple:
     return r["task"], r["method"], None, None
 
 
+LR_NOTE = "lr: λ's SGD learning rate (not the policy's)"
+
+
 def _cell_name(c: tuple) -> str:
     task, method, lr, r = c
     if method != "lambda":
@@ -528,7 +531,8 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         axes[1][j].set_ylabel("f (DAPO: 1)")
         for i in range(2):
             axes[i][j].set_xlabel("optimizer step")
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7, title=LR_NOTE, title_fontsize=7)
+    fig.suptitle(f"λ-GRPO cells of the ablation\n{LR_NOTE}; solid r = 1/9, dashed r = 1/3", fontsize=9)
     fig.tight_layout()
     p = figdir / "ablation_lambda_f.png"
     fig.savefig(p, dpi=110)
@@ -553,6 +557,7 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         ax.set_yticks(ys, [f"{a['cell']} (n={a['paired_seeds']})" for a in rows], fontsize=8)
         ax.set_xlabel("held-out accuracy − DAPO, same seed (pp); bar: 95% t-interval")
         ax.set_title(f"task '{task}'")
+    fig.suptitle(f"each cell minus DAPO at the same seed\n{LR_NOTE}", fontsize=9)
     fig.tight_layout()
     p = figdir / "ablation_vs_dapo.png"
     fig.savefig(p, dpi=110)
@@ -566,11 +571,14 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
         cell_of = {}
         for run in runs:
             cell_of[run.path.name] = _cell_name(_cell(_flat_config(run)))
-        # the cell name tells the runs apart, so the task label drops its config hash ('sum#1a2b3c')
+        # the cell name tells the runs apart (as the curve's 'method'), so the task label drops its
+        # setting ('sum [λ lr 10, r 1/3]') and no setting is named twice
         per = per.assign(method=per["run"].map(lambda n: cell_of.get(Path(n).name, n)),
-                         task=per["task"].str.split("#").str[0])
+                         task=per["base_task"], setting="")
         fig = an.fig_eval_curves(per, colors={**{c: colors[c] for c in cells},
                                               **{METHOD_NAMES[m]: an.METHOD_COLORS[m] for m in ABLATION_BASELINES}})
+        fig.suptitle(f"held-out accuracy over training per cell\n{LR_NOTE}", fontsize=9)
+        fig.tight_layout()
         p = figdir / "ablation_accuracy_curves.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
@@ -581,71 +589,142 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str]) -> list[Path]
 # ----------------------------------------------------------------------------------------------
 # figures
 # ----------------------------------------------------------------------------------------------
-def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
-    """Per task: the training curves (seed band of ``repro.analysis``, smoothed over 10 steps),
-    held-out accuracy over training and the final held-out accuracy per method."""
-    import matplotlib
+def _bar_values(ax, xs, tops, texts) -> None:
+    for x, y, t in zip(xs, tops, texts):
+        ax.annotate(t, (x, y), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
 
-    matplotlib.use("Agg")
+
+def figure_task(task: str, df, per, rows: list[dict], base_acc: float, n_final: int, smooth: int = 10):
+    """The demo's figure for one task, a 2 × 3 grid: train reward, response length and token
+    entropy (seed band, a centred rolling mean over ``smooth`` steps); λ of the methods that learn
+    it; held-out accuracy over training on the in-training problem set (``per``: every
+    evaluation drawn, step 0 = the start checkpoint); final held-out accuracy per method on the
+    ``n_final`` problems of the final evaluation, with the start checkpoint on the same problems.
+    Every accuracy panel names its problem set."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
     from repro import analysis as an
+    from repro.objective import METHODS
+
+    d = df[df["task"] == task]
+    methods = [m for m in METHOD_NAMES if m in set(d["method"])]
+    seeds = d.groupby("method")["seed"].nunique()
+    # methods that coincide (λ-GRPO at λ ≈ 0 is DAPO) stay visible: each drawn narrower than the last
+    lw = {m: max(1.1, 2.6 - 0.7 * i) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.6))
+    panels = [("reward_mean", "train reward (+1 / −0.5 / −1)"), ("response_length_mean", "response length (tokens)"),
+              ("entropy", "token entropy (nats / token)")]
+    for ax, (col, title) in zip(axes[0], panels):
+        band = an.seed_band(d, col)
+        for method in methods:
+            b = an.smooth_band(band[band["method"] == method].sort_values("step"), smooth)
+            an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), lw=lw[method],
+                         label=an.seeds_label(METHOD_NAMES[method], int(seeds[method])))
+        ax.set_title(f"{title}\nrolling mean over {smooth} steps", fontsize=10)
+        ax.set_xlabel("optimizer step")
+    axes[0][0].legend(fontsize=8)
+    ax = axes[1][0]  # λ: only the methods that learn it (the others keep λ = 0 by construction)
+    learn = [m for m in methods if m in METHODS and METHODS[m].learnable]
+    band = an.seed_band(d[d["method"].isin(learn)], "lambda") if learn else None
+    for method in learn:
+        b = band[band["method"] == method].sort_values("step")
+        an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), lw=1.4,
+                     label=an.seeds_label(METHOD_NAMES[method], int(seeds[method])))
+    ax.axhline(0, color="grey", lw=0.8, ls=":")
+    fixed = [METHOD_NAMES[m] for m in methods if m not in learn]
+    ax.set_title("λ (learned); " + (f"{', '.join(fixed)}: no λ" if fixed else "every step drawn"), fontsize=10)
+    ax.set_xlabel("optimizer step")
+    if learn:
+        ax.legend(fontsize=8)
+    ax = axes[1][1]  # held-out accuracy over training (the in-training evaluation)
+    dp = per[per["task"] == task] if len(per) else per
+    if len(dp):
+        n_per = int(dp["n"].iloc[0])
+        band = an.seed_band(dp, "accuracy")
+        for method in [m for m in methods if m in set(dp["method"])]:
+            b = band[band["method"] == method].sort_values("step")
+            an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), k=100, alpha=0.15, marker="o",
+                         ms=2 + 1.5 * lw[method], lw=lw[method],
+                         label=an.seeds_label(METHOD_NAMES[method], int(b["n_seeds"].max())))
+        same = (f"the first {n_per} of the {n_final} on the right" if n_per < n_final else
+                f"the right panel's {n_final} are the first {n_final} of these" if n_per > n_final else
+                "the same problems as on the right")
+        ax.set_title(f"held-out accuracy over training: {n_per} fixed problems\n({same}; greedy)",
+                     fontsize=10)
+        ax.set_ylabel(f"accuracy on {n_per} problems (%)")
+        ax.set_xlabel("optimizer step (0 = start checkpoint)")
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.set_title("no in-training evaluation (eval_every = 0)", fontsize=10)
+        ax.axis("off")
+    ax = axes[1][2]  # final accuracy: the final evaluation's problem set, start checkpoint on the same
+    rs = pd.DataFrame([r for r in rows if r["task"] == task])
+    order = [m for m in METHOD_NAMES if m in set(rs["method"])]
+    means = [100 * rs[rs.method == m].eval_accuracy.mean() for m in order]
+    cis = [100 * _mean_ci(list(rs[rs.method == m].eval_accuracy))[1] for m in order]
+    one_seed = all(math.isnan(c) for c in cis)  # one seed: no interval, not a zero one
+    xs = list(range(len(order)))
+    ax.bar(xs, means, color=[an.METHOD_COLORS.get(m, "tab:gray") for m in order], width=0.6)
+    ax.set_xticks(xs, [METHOD_NAMES[m] for m in order])
+    if not one_seed:  # an interval only where a method has >= 2 seeds (nan: none drawn)
+        ax.errorbar(xs, means, yerr=cis, fmt="none", ecolor="k", capsize=4)
+    tops = [m + (0 if math.isnan(c) else c) for m, c in zip(means, cis)]
+    _bar_values(ax, xs, tops, [f"{m:.1f}" for m in means])
+    ax.axhline(100 * base_acc, color="k", ls="--", lw=1, label=f"start checkpoint {100 * base_acc:.1f} %")
+    ax.set_ylim(0, max(tops + [100 * base_acc]) * 1.35)  # headroom: the legend sits above the bars
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    ax.set_ylabel(f"accuracy on {n_final} problems (%)")
+    ax.set_title(f"final held-out accuracy: {n_final} problems\n(greedy, after the last step"
+                 f"{'' if one_seed else '; ± 95% t-interval'})", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    n = sorted(set(int(seeds[m]) for m in methods))
+    fig.suptitle(f"task '{task}': {'/'.join(map(str, n))} seed{'s' if n != [1] else ''} per method"
+                 + (" (mean over seeds; band min–max)" if n != [1] else ""), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def task_figures(root: Path, rows: list[dict], base: dict) -> dict:
+    """``{task: figure_task's figure}`` for the finished runs under ``root``."""
+    import pandas as pd
+
     from repro.runs import load_metrics
 
     done = [r for r in find_runs(root) if r.is_done()]
     df = load_metrics(done)
     per = pd.DataFrame([{**p, "task": r.config()["task"], "method": _flat_config(r)["method"],
                          "seed": r.config()["seed"]} for r in done for p in r.periodic_evals()])
+    out = {}
+    for task in sorted(df["task"].unique()):
+        n_final = {int(base[task]["n"])} | {int(r.eval_scores()["benchmarks"][f"{task}_heldout"]["n"])
+                                            for r in done if r.config()["task"] == task}
+        if len(n_final) != 1:
+            raise ValueError(f"task {task}: the runs' final evaluations and the start checkpoint's use different "
+                             f"problem counts {sorted(n_final)}; they cannot share one panel")
+        out[task] = figure_task(task, df, per, rows, base[task]["accuracy"], n_final.pop())
+    return out
+
+
+def figures(root: Path, rows: list[dict], base: dict) -> list[Path]:
+    """Per task, ``figure_task``'s 2 × 3 grid, ``<root>/figures/<task>_curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figdir = root / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     paths = []
-    panels = [("reward_mean", "train reward"), ("response_length_mean", "response length (tokens)"),
-              ("lambda", "λ"), ("entropy", "token entropy")]
-    for task in sorted(df["task"].unique()):
-        d = df[df["task"] == task]
-        fig, axes = plt.subplots(1, 6, figsize=(26, 3.8))
-        for ax, (col, title) in zip(axes, panels):
-            band = an.seed_band(d, col)
-            for method in [m for m in METHOD_NAMES if m in set(d["method"])]:
-                b = an.smooth_band(band[band["method"] == method].sort_values("step"), 10)
-                an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), label=METHOD_NAMES[method])
-            ax.set_title(title)
-            ax.set_xlabel("optimizer step")
-        axes[0].legend(fontsize=8)
-        ax = axes[-2]  # held-out accuracy over training (the in-training evaluation)
-        dp = per[per["task"] == task] if len(per) else per
-        if len(dp):
-            band = an.seed_band(dp, "accuracy")
-            for method in [m for m in METHOD_NAMES if m in set(dp["method"])]:
-                b = band[band["method"] == method].sort_values("step")
-                an.plot_band(ax, b, color=an.METHOD_COLORS.get(method), k=100, alpha=0.15, marker="o", ms=3,
-                             label=an.seeds_label(METHOD_NAMES[method], int(b["n_seeds"].max())))
-            ax.set_title(f"held-out accuracy (%), greedy, {int(dp['n'].iloc[0])} fixed problems")
-            ax.set_xlabel("optimizer step")
-            ax.legend(fontsize=8)
-        else:
-            ax.set_title("no in-training evaluation (eval_every = 0)")
-        ax = axes[-1]
-        rs = pd.DataFrame([r for r in rows if r["task"] == task])
-        order = [m for m in METHOD_NAMES if m in set(rs["method"])]
-        means = [100 * rs[rs.method == m].eval_accuracy.mean() for m in order]
-        cis = [100 * _mean_ci(list(rs[rs.method == m].eval_accuracy))[1] for m in order]
-        one_seed = all(math.isnan(c) for c in cis)  # one seed: no interval, not a zero one
-        ax.bar([METHOD_NAMES[m] for m in order], means, color=[an.METHOD_COLORS.get(m, "tab:gray") for m in order])
-        if not one_seed:  # an interval only where a method has >= 2 seeds (nan: none drawn)
-            ax.errorbar(range(len(order)), means, yerr=cis, fmt="none", ecolor="k", capsize=4)
-        ax.axhline(100 * base[task]["accuracy"], color="k", ls="--", lw=1, label="start")
-        ax.set_title(f"final held-out accuracy (%), greedy{'' if one_seed else ', ± 95% t-interval'}")
-        ax.legend(fontsize=8)
-        fig.suptitle(f"task '{task}' (mean over seeds, band min–max when > 1 seed; training curves "
-                     f"a centred rolling mean over 10 steps)")
-        fig.tight_layout()
+    for task, fig in task_figures(root, rows, base).items():
         p = figdir / f"{task}_curves.png"
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=FIG_DPI)
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+FIG_DPI = 110
 
 
 HAND_MARK = "\n## What this shows (written by hand"
@@ -662,7 +741,7 @@ def _keep_hand_section(dest: Path, text: str) -> str:
 
 def run_ablation(a, argv) -> None:
     """``--ablation``: the grid of ``ablation_plan``, its table and figures."""
-    from repro.trainers.reference import TrainConfig, load_cpu_config
+    from repro.trainers.reference import load_cpu_config
 
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -681,7 +760,7 @@ def run_ablation(a, argv) -> None:
           f"{n_eval} problems at the end and on {a.eval_every_problems} every {a.eval_every} steps -> {root}")
     launched = 0 if a.report_only else run_all(root, jobs, overrides, a.jobs, steps)
     tasks = sorted({j.task for j in jobs})
-    base = eval_base(root, tasks, n_eval, cfg0.eval_seed)
+    base = eval_base(root, tasks, n_eval, cfg0)
     names = {j.name for j in jobs}
     rows = [r for r in summarise(root, base) if r["name"] in names]
     missing = [j.name for j in jobs if not Run(root / j.name).is_done()]
@@ -758,7 +837,7 @@ def main(argv=None) -> None:
         a.jobs = a.jobs or 2
         return run_ablation(a, argv)
     a.jobs = a.jobs or 3
-    from repro.trainers.reference import TrainConfig, load_cpu_config
+    from repro.trainers.reference import load_cpu_config
 
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -767,13 +846,14 @@ def main(argv=None) -> None:
     overrides = {"eval_problems": n_eval}
     if a.steps:
         overrides["steps"] = a.steps
-    steps = a.steps or load_cpu_config(jobs[0].task, jobs[0].method).steps
+    cfg0 = load_cpu_config(jobs[0].task, jobs[0].method)
+    steps = a.steps or cfg0.steps
     t0 = time.time()
     print(f"{len(jobs)} runs ({a.jobs} at a time), {steps} steps each, "
           f"held-out eval on {n_eval} problems -> {root}")
     launched = run_all(root, jobs, overrides, a.jobs, steps)
     tasks = sorted({j.task for j in jobs})
-    base = eval_base(root, tasks, n_eval, TrainConfig().eval_seed)
+    base = eval_base(root, tasks, n_eval, cfg0)
     names = {j.name for j in jobs}
     rows = [r for r in summarise(root, base) if r["name"] in names]
     md, csv, _ = table(rows, base)

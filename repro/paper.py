@@ -1,12 +1,14 @@
 """The paper's facts, each written once: its eight benchmarks, its Table 1 and the comparison of
 a reproduction's scores with that table.
 
-* ``BENCHMARKS``: the evaluation sets of Table 1, in its column order. Each ``Benchmark`` says
-  its name (the key in ``data/manifest.json``, in ``scores.json`` and in Table 1's CSV), its
-  column header, how its gold answer is read from a raw row, whether it is sampled (Average@32,
-  AIME24 and AMC23) or greedy (pass@1), whether the qwen grader keeps its units, and which raw
-  fields the normalised rows keep. ``repro.eval.data`` normalises by it, ``repro.eval.run`` sets
-  each benchmark's decoding by it, ``repro.grading.qwen`` takes the unit rule from it.
+* ``BENCHMARKS``: the evaluation sets of Table 1, in its column order; every per-benchmark rule
+  is here, once. Each ``Benchmark`` says its name (the key in ``data/manifest.json``, in
+  ``scores.json`` and in Table 1's CSV), its column header, which rule reads its gold answer from
+  a raw row (``GOLD_RULES``), whether it is sampled (Average@32, AIME24 and AMC23) or greedy
+  (pass@1), the qwen grader's two per-benchmark rules (units kept: Minerva; the gold normalised
+  three times: MATH-500), and which raw fields the normalised rows keep. ``repro.eval.data``
+  normalises by it (the gold rules run in ``repro.grading.gold``), ``repro.eval.run`` sets each
+  benchmark's decoding by it, ``repro.grading.qwen`` takes its two rules from it.
 * ``load_table1``: the paper's Table 1 as entered in ``paper_artifacts/table1_paper.csv`` (the
   numbers live there as data, with their provenance in ``table1_paper.md``); the one loader of
   that file. A missing file raises ``Table1Missing`` (one message, whoever asks).
@@ -17,9 +19,7 @@ a reproduction's scores with that table.
 Adding a benchmark: one ``Benchmark`` entry below (with its gold rule), its file in
 ``data/manifest.json``, and, for Table 1, its column in ``table1_paper.csv``.
 
-This module imports nothing of the package at import time (the gold rule of MATH-500 and
-Minerva asks ``repro.grading.qwen`` for the last ``\\boxed{}`` when it runs), so every layer can
-import it.
+This module imports nothing of the package, so every layer can import it.
 """
 from __future__ import annotations
 
@@ -35,70 +35,56 @@ TABLE1_CSV = REPO / "paper_artifacts" / "table1_paper.csv"
 # ----------------------------------------------------------------------------------------------
 # the benchmarks
 # ----------------------------------------------------------------------------------------------
-def gold_after_hashes(row: dict, name: str) -> str:
-    """GSM8K: the text after ``####`` of the ``answer`` field."""
-    return row["answer"].split("####")[-1].strip()
-
-
-def gold_boxed_in_solution(row: dict, name: str) -> str:
-    """MATH-500, Minerva: the answer the Qwen extraction finds in ``solution`` (its last
-    ``\\boxed{}``)."""
-    from repro.grading.qwen import extract_answer
-
-    return extract_answer(row["solution"], name).strip()
-
-
-def gold_first_final_answer(row: dict, name: str) -> str:
-    """OlympiadBench: ``final_answer[0]`` without its ``$``."""
-    return str(row["final_answer"][0]).strip("$").strip()
-
-
-def gold_answer_without_dollars(row: dict, name: str) -> str:
-    """Gaokao 2023 En, College Math: ``answer`` with every ``$`` removed."""
-    return str(row["answer"]).replace("$", "").strip()
-
-
-def gold_answer_field(row: dict, name: str) -> str:
-    """AIME24, AMC23 (and the training set): ``answer`` as a string (AMC23 stores floats:
-    ``27.0``)."""
-    return str(row["answer"]).strip()
+# How each set's gold answer is read from a raw row (as the Qwen2.5-Math / SimpleRL-Zoo evaluation
+# reads it): rule name -> what it does. ``repro.grading.gold`` implements each rule.
+GOLD_RULES: dict[str, str] = {
+    "after_hashes": "the text after '####' of 'answer' (GSM8K)",
+    "boxed_in_solution": "what the Qwen extraction finds in 'solution', its last \\boxed{} (MATH-500, Minerva)",
+    "first_final_answer": "'final_answer'[0] without its '$' (OlympiadBench)",
+    "answer_without_dollars": "'answer' with every '$' removed (Gaokao 2023 En, College Math)",
+    "answer_field": "'answer' as a string; AMC23 stores floats: '27.0' (AIME24, AMC23, the training set)",
+}
 
 
 @dataclass(frozen=True)
 class Benchmark:
     name: str                                # manifest / scores.json / Table 1 CSV column
     header: str                              # Table 1's column header
-    gold: Callable[[dict, str], str]         # (raw row, name) -> gold answer string
+    gold: str                                # how the gold is read from a raw row: a GOLD_RULES key
     sampled: bool = False                    # True: Average@n of samples; False: one greedy sample
     units_kept: bool = False                 # the qwen grader skips its unit stripping
+    boxed_gold: bool = False                 # the qwen grader normalises the gold three times
     source_id: str | None = None             # raw field kept as the row's ``source_id``
     fields: tuple[str, ...] = ()             # raw fields copied into the normalised row
     extra: Callable[[dict], dict] | None = None  # further normalised fields from the raw row
 
-    def gold_answer(self, row: dict) -> str:
-        return self.gold(row, self.name)
+    def __post_init__(self):
+        if self.gold not in GOLD_RULES:
+            raise ValueError(f"benchmark {self.name!r}: gold rule {self.gold!r} is not one of "
+                             f"{sorted(GOLD_RULES)}")
 
 
 BENCHMARKS: tuple[Benchmark, ...] = (
-    Benchmark("gsm8k", "GSM8K", gold_after_hashes, source_id="idx"),
-    Benchmark("math500", "MATH500", gold_boxed_in_solution, source_id="unique_id",
+    Benchmark("gsm8k", "GSM8K", "after_hashes", source_id="idx"),
+    Benchmark("math500", "MATH500", "boxed_in_solution", boxed_gold=True, source_id="unique_id",
               fields=("subject", "level", "unique_id"),
               extra=lambda row: {"answer_field": row.get("answer")}),
-    Benchmark("minerva_math", "Minerva", gold_boxed_in_solution, units_kept=True, source_id="idx",
+    Benchmark("minerva_math", "Minerva", "boxed_in_solution", units_kept=True, source_id="idx",
               fields=("type",)),
-    Benchmark("gaokao2023en", "Gaokao", gold_answer_without_dollars, fields=("source",)),
-    Benchmark("olympiadbench", "Olympiad", gold_first_final_answer, source_id="id",
+    Benchmark("gaokao2023en", "Gaokao", "answer_without_dollars", fields=("source",)),
+    Benchmark("olympiadbench", "Olympiad", "first_final_answer", source_id="id",
               fields=("subfield", "answer_type", "is_multiple_answer", "unit"),
               extra=lambda row: {"answers": [str(a).strip("$").strip() for a in row["final_answer"]]}),
-    Benchmark("college_math", "College Math", gold_answer_without_dollars, source_id="question_number",
+    Benchmark("college_math", "College Math", "answer_without_dollars", source_id="question_number",
               fields=("data_source", "data_topic", "license")),
-    Benchmark("aime24", "AIME", gold_answer_field, sampled=True, source_id="id", fields=("url",)),
-    Benchmark("amc23", "AMC", gold_answer_field, sampled=True, source_id="id", fields=("url",)),
+    Benchmark("aime24", "AIME", "answer_field", sampled=True, source_id="id", fields=("url",)),
+    Benchmark("amc23", "AMC", "answer_field", sampled=True, source_id="id", fields=("url",)),
 )
 BY_NAME: dict[str, Benchmark] = {b.name: b for b in BENCHMARKS}
 BENCHMARK_NAMES: tuple[str, ...] = tuple(BY_NAME)
 SAMPLED: tuple[str, ...] = tuple(b.name for b in BENCHMARKS if b.sampled)
 UNITS_KEPT: frozenset[str] = frozenset(b.name for b in BENCHMARKS if b.units_kept)
+BOXED_GOLD: frozenset[str] = frozenset(b.name for b in BENCHMARKS if b.boxed_gold)
 AVG_N = 32  # the paper's Average@32 on the sampled benchmarks
 
 
@@ -115,7 +101,7 @@ TABLE1_SIZES = ("1.5B", "3B", "7B")
 # Table 1's row name for each of the package's method names ("base": the starting model)
 TABLE1_ROWS = {"grpo": "GRPO", "dapo": "DAPO", "lambda": "λ-GRPO", "base": "Base"}
 TABLE1_METHODS = ("grpo", "dapo", "lambda")  # the methods Table 1 trains
-PAPER_R = (1 / 30, 1 / 15, 1 / 9)  # the r values of Figure 2 (the paper trains with 1/9)
+FIG2_R = (1 / 30, 1 / 15, 1 / 9)  # the r values of Figure 2 (the paper trains with the last)
 
 
 class Table1Missing(FileNotFoundError):

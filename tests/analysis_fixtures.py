@@ -65,17 +65,18 @@ def tiny_run(out_dir: str | Path, method: str = "lambda", steps: int = 4, seed: 
              task: str = "sum", **params) -> Run:
     """A small but valid run folder in a few seconds: P=2, G=4, 16 new tokens, a checkpoint at
     the end, 16-problem held-out evaluation, and an in-training evaluation of 8 of those
-    problems at step 0 and every 2 steps. λ-GRPO uses r = 0.3 (visible λ movement); ``params``
-    are the method's own parameters (``repro.objective.METHODS[method].params``)."""
-    from repro.trainers.contract import WeightingConfig
-    from repro.trainers.reference import TrainConfig, train
+    problems at step 0 and every 2 steps; every other setting as the demo trains it
+    (``repro/configs/cpu/``). λ-GRPO uses r = 0.3 (visible λ movement); ``params`` are the
+    method's own parameters (``repro.objective.METHODS[method].params``)."""
+    from repro.trainers.reference import load_cpu_config, train
 
     if method == "lambda":
         params = {"r": 0.3, **params}
-    cfg = TrainConfig(task=task, seed=seed, steps=steps, prompts_per_rollout=2, group_size=4,
-                      max_new_tokens=16, lr=1e-3, checkpoint_every=0, eval_problems=16,
-                      eval_every=2, eval_every_problems=8,
-                      weighting=WeightingConfig(method=method, params=params))
+    # the CPU config of (task, method) as the demo composes it, with tiny sizes set on top
+    cfg = load_cpu_config(task, method, {
+        "seed": seed, "steps": steps, "prompts_per_rollout": 2, "group_size": 4, "max_new_tokens": 16,
+        "lr": 1e-3, "checkpoint_every": 0, "eval_problems": 16, "eval_every": 2, "eval_every_problems": 8,
+        **{f"weighting.{k}": v for k, v in params.items()}})
     return train(cfg, out_dir, progress=False)
 
 

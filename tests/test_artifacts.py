@@ -62,6 +62,7 @@ def test_table1_check_in_artifacts(made):
 def test_no_runs_says_so(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(artifacts, "objective_artifacts", lambda book: calls.append(book))  # made above
+    (tmp_path / "none").mkdir()  # an empty folder (a missing one is refused: tests/test_cli_errors.py)
     rc = artifacts.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--no-notebooks"])
     assert rc == 0 and len(calls) == 1
     readme = (tmp_path / "o" / "README.md").read_text()

@@ -44,16 +44,44 @@ def test_gpu_check_runs_on_cpu(tmp_path, openrlhf_stub_env):
     assert (artifact.read_bytes() if artifact.exists() else None) == before
 
 
-def test_gpu_scripts_pin_what_the_venv_tests():
-    """The carried wheels are the versions `make venv` installs and the CPU tests exercise."""
-    make = (ROOT / "Makefile").read_text()
-    pins = re.search(r"OPENRLHF_NODEPS := (.*)", make).group(1).split()
-    wheels = (ROOT / "scripts" / "gpu_wheels.sh").read_text()
+def _make_commands(target: str) -> list[str]:
+    """What ``make TARGET`` runs, as make expands it (``make -n -B``: printed, nothing run)."""
+    res = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()
+
+
+def test_gpu_scripts_pin_what_the_venv_tests(tmp_path):
+    """The carried wheels are the versions `make venv` installs --no-deps and the CPU tests
+    exercise: `make gpu-wheels`'s script, run with a stand-in python that records each pip
+    command (and leaves an empty wheel for each pin), fetches or builds exactly those versions."""
+    import shlex
+
+    nodeps = next(c for c in _make_commands("venv") if "pip install" in c and "--no-deps" in c)
+    pins = [a for a in shlex.split(nodeps) if "==" in a]
+    assert {p.split("==")[0] for p in pins} == {"openrlhf", "deepspeed"}
+    wheels_cmd = next(c for c in _make_commands("gpu-wheels") if "gpu_wheels.sh" in c)
+    log = tmp_path / "pip.log"
+    stub = tmp_path / "python"
+    stub.write_text("#!/usr/bin/env bash\n"
+                    f"echo \"$*\" >> {log}\n"
+                    "prev=; for a in \"$@\"; do\n"
+                    "  case $prev in -d|-w) dir=$a;; esac; prev=$a; done\n"
+                    "for a in \"$@\"; do case $a in *==*) "
+                    "touch \"$dir/${a%%==*}-${a##*==}-py3-none-any.whl\";; esac; done\n")
+    stub.chmod(0o755)
+    script = ROOT / next(a for a in shlex.split(wheels_cmd) if a.endswith("gpu_wheels.sh"))
+    res = subprocess.run(["bash", str(script), str(tmp_path / "w")], capture_output=True, text=True,
+                         env={"PY": str(stub), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    calls = log.read_text().splitlines()
     for pin in pins:
-        assert pin in wheels, pin
+        took = [c for c in calls if pin in c.split()]
+        assert took and all("--no-deps" in c for c in took), (pin, calls)
     check = (ROOT / "scripts" / "gpu_check.sh").read_text()
     assert "--no-deps" in check and "--system-site-packages" in check and "timeout" in check
-    assert "gpu-check:" in make and "gpu-wheels:" in make
+    assert any("scripts/gpu_check.sh" in c for c in _make_commands("gpu-check"))
 
 
 def test_placeholder_artifact_has_no_numbers():

@@ -1,7 +1,7 @@
 """The ``qwen`` grader against the ORIGINAL Qwen2.5-Math / SimpleRL-Zoo grader, by difference.
 
 The reference is ``tests/data/grader_corpus/corpus.jsonl.gz``: pairs built by
-``repro.grading.corpus`` from the 8 benchmarks' golds, each with the verdict of the original
+``repro.fidelity.corpus`` from the 8 benchmarks' golds, each with the verdict of the original
 evaluation code, run as its ``math_eval.py`` runs it (``make grader-corpus`` re-records it; the
 original is not needed here). Every pair where the package differs on purpose is listed, with
 its reason, in ``intended_differences.json``; the set of differing pairs must equal that list
@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from repro.grading.differential import (CORPUS, INTENDED, META, agreement, grade_package,
+from repro.fidelity.differential import (CORPUS, INTENDED, META, agreement, grade_package,
                                         load_corpus, load_intended)
 
 GOAL = 0.998
@@ -66,7 +66,7 @@ def _data_available():
 def test_corpus_is_what_the_generator_makes(corpus):
     """A seeded slice regenerated from the benchmark files reproduces the committed rows, so the
     corpus cannot drift from its generator (or the golds from repro.eval.data) silently."""
-    from repro.grading.corpus import build_row, gold_pool
+    from repro.fidelity.corpus import build_row, gold_pool
 
     meta = json.loads(META.read_text())
     golds = gold_pool()
@@ -118,7 +118,7 @@ def test_qwen_agrees_with_the_original(corpus):
 def test_compare_command_writes_the_agreement_table(corpus, tmp_path, monkeypatch):
     """``make grader-agreement`` on a slice: the table's counts are those of an independent
     in-process grading of the same pairs, and a listed difference is reported with its reason."""
-    import repro.grading.differential as d
+    import repro.fidelity.differential as d
     from repro.grading.pool import grade_one
 
     rows = [r for r in corpus if r["uid"] == "0-693"] + \

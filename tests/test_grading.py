@@ -6,7 +6,12 @@ as documented in shared/notes/eval-protocol.md (including its quirks), not this 
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -321,16 +326,17 @@ def test_items_sharing_a_gold_keep_their_order_and_verdicts():
 
 
 def test_parse_math_skip_of_the_identical_retry_changes_nothing():
-    """The fast path of ``_parse_math`` (the second try is skipped when reading ``\\\\`` as ``\\``
+    """The fast path of ``parse_math`` (the second try is skipped when reading ``\\\\`` as ``\\``
     changed nothing) against the original's order of calls, both tries always, on answers of
     the grader corpus (seeded sample; strings with and without ``\\\\``)."""
     import random
 
     from repro.grading import qwen as q
-    from repro.grading.differential import load_corpus
+    from repro.grading.qwen import parse
+    from repro.fidelity.differential import load_corpus
 
     def slow(s):
-        for f in (q._parse_latex_sympy, q._parse_expr, q._parse_latex2sympy):
+        for f in (parse._parse_latex_sympy, parse._parse_expr, parse._parse_latex2sympy):
             try:
                 return f(s.replace("\\\\", "\\"))
             except Exception:
@@ -349,5 +355,30 @@ def test_parse_math_skip_of_the_identical_retry_changes_nothing():
     with_bs = [s for s in strings if "\\\\" in s]
     assert len(strings) >= 40 and with_bs  # both branches of the fast path are exercised
     for s in strings:
-        fast, ref = q._parse_math.__wrapped__(s), slow(s)
+        fast, ref = parse.parse_math.__wrapped__(s), slow(s)
         assert type(fast) is type(ref) and str(fast) == str(ref), s
+
+
+def _threaded_run(tmp_path, *method):
+    out = tmp_path / f"res-{'-'.join(method) or 'default'}.json"
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(here / "grading_threads_worker.py"), str(out), *method],
+                         cwd=here.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_restart_inside_a_threaded_process(tmp_path):
+    """Issue 21 item 6: a worker killed at its budget is replaced while another thread of the
+    calling process holds a lock the grader takes; the replacement starts (forkserver) and grades,
+    by GradingPool and by grade_many, with unchanged verdicts and flags."""
+    r = _threaded_run(tmp_path)
+    assert r["start_method"] == "forkserver"
+    assert r["pool"] == [[False, "timeout"], [True, None], [False, None], [False, "timeout"], [True, None]]
+    assert r["grade_many"] == [[False, "timeout"], [True, None], [False, "timeout"], [True, None]]
+    # the control: forking the threaded process (the old restart) leaves the replacement stuck on
+    # the inherited lock, so it never starts; the test can tell the two apart
+    f = _threaded_run(tmp_path, "fork")
+    assert f["start_method"] == "fork" and f["pool"][0] == [False, "timeout"]
+    assert f["pool"][1][0] == "RuntimeError" and "did not start" in f["pool"][1][1]

@@ -2,14 +2,15 @@
 this test, which trains two steps with it through the reference trainer."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import pytest
 import torch
 
+from repro import config as layers
 from repro import objective as obj
-from repro.trainers.contract import WeightingConfig
-from repro.trainers.reference import TrainConfig, train
+from repro.trainers.reference import load_cpu_config, train
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,21 @@ def power_method():
         obj.METHODS.pop("power")
 
 
-def test_a_new_method_is_one_block(power_method, tmp_path):
+def test_a_new_method_is_one_block(power_method, tmp_path, monkeypatch):
     lens = torch.tensor([[1.0, 4.0, 9.0, 16.0]], dtype=torch.float64)
     f = obj.token_weights("power", lens, beta=0.5)
     assert torch.allclose(f, 4 * torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64) / 10)
     assert not power_method.learnable and power_method.label == "f ∝ |o|^β"
     with pytest.raises(ValueError, match="already registered"):
         obj.register_method("power", "again")(lambda lengths, p, lam: lengths)
-    cfg = TrainConfig(steps=2, prompts_per_rollout=2, group_size=4, max_new_tokens=8,
-                      checkpoint_every=0, eval_problems=0, threads=1,
-                      weighting=WeightingConfig.from_dict({"method": "power", "beta": 2.0}))
+    # its CPU config layer, methods/power.yaml (in a copy of the config folder), composed as the demo does
+    cpu = tmp_path / "cpu"
+    shutil.copytree(layers.CPU_DIR, cpu)
+    (cpu / "methods" / "power.yaml").write_text("weighting: {method: power, beta: 2.0}\n")
+    monkeypatch.setattr(layers, "CPU_DIR", cpu)
+    cfg = load_cpu_config("sum", "power", {"steps": 2, "prompts_per_rollout": 2, "group_size": 4,
+                                           "max_new_tokens": 8, "checkpoint_every": 0,
+                                           "eval_problems": 0, "eval_every": 0, "threads": 1})
     run = train(cfg, tmp_path / "power", progress=False)
     rows = run.metrics()
     assert [r["step"] for r in rows] == [1, 2] and {r["method"] for r in rows} == {"power"}

@@ -12,7 +12,16 @@ from hypothesis import given, settings, strategies as st
 
 from repro import objective as O
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def float64_default():
+    """The tests of this module build float64 tensors by default; later modules get the dtype
+    they had before."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -345,8 +345,8 @@ def test_fixed_methods_have_no_lambda_and_fp16_is_refused():
 def test_gpu_check_script_runs_on_cpu():
     """The prepared one-GPU check (repro.trainers.openrlhf.gpu_check), run on CPU with a bf16
     tiny Qwen2: λ's gradient through OpenRLHF's PolicyLoss matches the float64 objective."""
-    from repro.trainers.openrlhf.gpu_check import run
+    from repro.trainers.openrlhf.gpu_check import lambda_grad_check
 
-    res = run("cpu", "bf16", P=2, G=4, micro=3)
+    res = lambda_grad_check("cpu", "bf16", P=2, G=4, micro=3)
     assert res["ok"] and res["relative_difference"] < 1e-4 and res["lambda_grad_device"] != 0
     assert res["lambda_after_step"] == pytest.approx(res["lambda_init"] - 0.1 * res["lambda_grad_device"], rel=1e-5)

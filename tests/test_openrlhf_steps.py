@@ -43,6 +43,7 @@ from openrlhf.trainer.ppo_utils.samples_generator import _collect_prompt_batch  
 from openrlhf.trainer.ray import launcher as launcher_mod  # noqa: E402
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer  # noqa: E402
 
+from repro.eval import data as data_src  # noqa: E402
 from repro.trainers.openrlhf import reproduce  # noqa: E402
 from repro.trainers.openrlhf.cli_check import parse_train_ppo_ray  # noqa: E402
 from repro.trainers.openrlhf.launch import count_prompts, layout_problems  # noqa: E402
@@ -53,7 +54,8 @@ from repro.trainers.openrlhf.patches import (  # noqa: E402
 )
 from repro.trainers.openrlhf.settings import LambdaSettings  # noqa: E402
 
-TRAIN_PARQUET = Path("/work/shared/data/train/simplelr_qwen_level3to5/train.parquet")
+# the training set where `make data` takes it from (DATA_SRC, else ../shared/data beside the repository)
+TRAIN_PARQUET = data_src.default_src() / data_src.manifest()[data_src.TRAIN]["file"]
 T_MAX = 10  # response tokens of the synthetic rollout (lengths 1..T_MAX)
 CONFIGS = [(s, m) for s in reproduce.SIZES for m in reproduce.ALL_METHODS]
 
@@ -425,7 +427,7 @@ def _prompt_batches(n_prompts, B):
             return sizes
 
 
-@pytest.mark.skipif(not TRAIN_PARQUET.exists(), reason="needs /work/shared/data (the training set)")
+@pytest.mark.skipif(not TRAIN_PARQUET.exists(), reason="needs the training set under DATA_SRC (make data)")
 def test_training_set_is_cut_to_whole_rollout_batches(tmp_path):
     import pandas as pd
 

@@ -23,21 +23,56 @@ def _scores(acc: dict, grader: str = "qwen") -> dict:
 def test_benchmarks_as_the_paper_describes_them():
     assert list(paper.BENCHMARK_NAMES) == ORDER
     assert paper.SAMPLED == ("aime24", "amc23") and paper.AVG_N == 32
-    assert paper.UNITS_KEPT == {"minerva_math"}
-    from repro.grading.qwen import STRIP_EXCEPTIONS
-
-    assert STRIP_EXCEPTIONS is paper.UNITS_KEPT  # the grader takes the rule from here
+    assert paper.UNITS_KEPT == {"minerva_math"} and paper.BOXED_GOLD == {"math500"}
     with pytest.raises(KeyError, match="unknown benchmark 'mmlu'"):
         paper.benchmark("mmlu")
+    with pytest.raises(ValueError, match="gold rule 'last_line'"):
+        paper.Benchmark("x", "X", "last_line")
+
+
+def test_paper_is_a_leaf():
+    """The paper's facts import nothing of the package: every layer can import them."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(paper))
+    mods = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    mods += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert mods and not [m for m in mods if m.split(".")[0] == "repro"], mods
+
+
+def gold(name: str, row: dict) -> str:
+    from repro.grading.gold import read_gold
+
+    return read_gold(paper.BY_NAME[name].gold, row)
 
 
 def test_gold_rules_on_hand_made_rows():
-    B = paper.BY_NAME
-    assert B["gsm8k"].gold_answer({"answer": "3 + 4 = 7\n#### 7 "}) == "7"
-    assert B["math500"].gold_answer({"solution": "so $\\boxed{\\frac{1}{2}}$."}) == "\\frac{1}{2}"
-    assert B["olympiadbench"].gold_answer({"final_answer": ["$x=2$", "$3$"]}) == "x=2"
-    assert B["gaokao2023en"].gold_answer({"answer": "$-\\frac{1}{2}$"}) == "-\\frac{1}{2}"
-    assert B["amc23"].gold_answer({"answer": 27.0}) == "27.0"
+    assert gold("gsm8k", {"answer": "3 + 4 = 7\n#### 7 "}) == "7"
+    assert gold("math500", {"solution": "so $\\boxed{\\frac{1}{2}}$."}) == "\\frac{1}{2}"
+    assert gold("minerva_math", {"solution": "a $\\boxed{1}$, then $\\boxed{5\\text{ cm}}$"}) == "5\\text{ cm}"
+    assert gold("olympiadbench", {"final_answer": ["$x=2$", "$3$"]}) == "x=2"
+    assert gold("gaokao2023en", {"answer": "$-\\frac{1}{2}$"}) == "-\\frac{1}{2}"
+    assert gold("college_math", {"answer": "$3$ or $4$"}) == "3 or 4"
+    assert gold("amc23", {"answer": 27.0}) == "27.0"
+    from repro.grading.gold import READERS, read_gold
+
+    assert set(READERS) == set(paper.GOLD_RULES)  # every rule the table can name is implemented
+    with pytest.raises(KeyError, match="unknown gold rule"):
+        read_gold("last_line", {})
+
+
+def test_the_graders_per_benchmark_rules_follow_the_table():
+    """Minerva keeps units (a unit left on the answer makes it wrong there only); MATH-500's gold
+    is normalised three times; everywhere else the plain qwen grader."""
+    from repro.grading.pool import grade_one, resolve
+    from repro.grading.qwen import qwen_grade, qwen_grade_boxed_gold, qwen_grade_keep_units
+
+    for b in paper.BENCHMARKS:
+        assert grade_one("qwen", "5 cm", "5", b.name).correct is (not b.units_kept), b.name
+        want = (qwen_grade_keep_units if b.units_kept else qwen_grade_boxed_gold if b.boxed_gold
+                else qwen_grade)
+        assert resolve("qwen", b.name) is want, b.name
 
 
 def test_one_clear_error_when_table1_is_missing(tmp_path, monkeypatch):

@@ -67,24 +67,39 @@ def env_yml() -> dict:
     return yaml.safe_load((REPO / "environment.yml").read_text())
 
 
+def make_commands(target: str) -> list[str]:
+    """The shell commands ``make TARGET`` runs, as make expands them (``make -n -B``: printed,
+    nothing run), so the tests read what the Makefile does, not how its text is written."""
+    res = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    return [ln for ln in res.stdout.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
 def lock_flags() -> list[str]:
-    m = re.search(r"^LOCK_FLAGS\s*:=\s*(.+)$", (REPO / "Makefile").read_text(), re.M)
-    assert m, "Makefile lacks LOCK_FLAGS"
-    date = re.search(r"^LOCK_DATE\s*:=\s*(\S+)", (REPO / "Makefile").read_text(), re.M)
-    return shlex.split(m.group(1).replace("$(LOCK_DATE)", date.group(1) if date else ""))
+    """The resolver flags of ``make lock`` (its ``uv pip compile`` command, less its input, output,
+    header and verbosity options)."""
+    cmd = next(shlex.split(c) for c in make_commands("lock") if " pip compile " in c)
+    args, out, skip = cmd[cmd.index("compile") + 2:], [], {"-o": 1, "--custom-compile-command": 1, "-q": 0}
+    while args:
+        a = args.pop(0)
+        if a in skip:
+            del args[:skip[a]]
+        else:
+            out.append(a)
+    assert "--exclude-newer" in out, cmd
+    return out
 
 
 def cpu_pins() -> dict[str, str]:
+    """The CPU set: pyproject's extras and what ``make venv`` installs beside them (torch first,
+    OpenRLHF and DeepSpeed --no-deps)."""
     pp = tomllib.loads((REPO / "pyproject.toml").read_text())
     specs = [s for extra in pp["project"]["optional-dependencies"].values() for s in extra]
     pins = _pin_map(specs)
-    mk = (REPO / "Makefile").read_text()
-    m = re.search(r"^OPENRLHF_NODEPS\s*:=\s*(.+)$", mk, re.M)
-    assert m, "Makefile lacks OPENRLHF_NODEPS"
-    pins.update(_pin_map(m.group(1).split()))
-    torch_line = re.search(r"pip install -q (torch==[^\s]+)", mk)
-    assert torch_line
-    pins.update(_pin_map([torch_line.group(1)]))
+    installs = [shlex.split(c) for c in make_commands("venv") if " pip install " in c]
+    pins.update(_pin_map(a for c in installs for a in c))
+    assert {"torch", "openrlhf", "deepspeed"} <= set(_pin_map(a for c in installs for a in c))
     return pins
 
 

@@ -14,23 +14,31 @@ import torch
 from repro.runs import REQUIRED, Run, validate_record
 from repro.tasks import arith
 from repro.trainers import reference
-from repro.trainers.contract import WeightingConfig
 from repro.trainers.reference import TrainConfig, train
 
+# the tiny runs' sizes, as --set overrides on the composed CPU config (everything else as the demo
+# trains it); no periodic evaluation unless a test asks for it
 TINY = dict(steps=4, prompts_per_rollout=2, group_size=4, max_new_tokens=16, checkpoint_every=0,
-            eval_problems=8, r=0.3, threads=1)
+            eval_problems=8, eval_every=0, r=0.3, threads=1)
 
 
-def _tc(method: str = "lambda", **kw) -> TrainConfig:
-    """TrainConfig with the weighting given flat: method, its parameters (others dropped, so
-    TINY's r reaches only λ-GRPO) and lambda_lr / lambda_init."""
+def _tc(method: str = "lambda", task: str = "sum", **sets) -> TrainConfig:
+    """The CPU config of (task, method) composed as the demo composes it (``load_cpu_config``:
+    base + tasks/<task> + methods/<method>), with ``sets`` as --set overrides. Flat weighting
+    keys go under ``weighting``: r, sigma, alpha where the method takes them (so TINY's r reaches
+    only λ-GRPO), lambda_lr and lambda_init as ``weighting.lambda.lr`` / ``.init``."""
     from repro import objective as obj
 
-    lam = {k: kw.pop(f"lambda_{k}") for k in ("init", "lr") if f"lambda_{k}" in kw}
-    flat = {k: kw.pop(k) for k in ("r", "sigma", "alpha") if k in kw}
-    m = obj.get_method(method)
-    params = {k: v for k, v in flat.items() if k in {f.name for f in dataclasses.fields(m.params)}}
-    return TrainConfig(**kw, weighting=WeightingConfig(method=method, params=params, lambda_=lam))
+    own = {f.name for f in dataclasses.fields(obj.get_method(method).params)} if method in obj.METHODS else set()
+    for k in ("r", "sigma", "alpha"):
+        if k in sets:
+            v = sets.pop(k)
+            if k in own:
+                sets[f"weighting.{k}"] = v
+    for k in ("init", "lr"):
+        if f"lambda_{k}" in sets:
+            sets[f"weighting.lambda.{k}"] = sets.pop(f"lambda_{k}")
+    return reference.load_cpu_config(task, method, sets)
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -181,8 +189,10 @@ def test_resume_reproduces_next_steps(tmp_path):
     (dict(group_size=1), ValueError, "G >= 2"),
     (dict(r=0.0), ValueError, "r must be"),
     (dict(r=-0.1), ValueError, "r must be"),
-    (dict(method="ppo"), ValueError, "unknown method"),
-    (dict(task="nope"), ValueError, "unknown task"),
+    (dict(method="ppo"), ValueError, "no method 'ppo'"),
+    (dict(task="nope"), ValueError, "no task 'nope'"),
+    ({"weighting.method": "ppo"}, ValueError, "unknown method"),
+    (dict(lr=0.0), ValueError, "lr and temperature must be > 0"),
     (dict(init_checkpoint="/nonexistent/ckpt"), FileNotFoundError, "no config.json"),
     (dict(group_size=8, r=0.5), ValueError, "can make h"),
     (dict(ppo_epochs=2, checkpoint_every=3), ValueError, "multiple of ppo_epochs"),
@@ -194,19 +204,68 @@ def test_bad_configs_get_clear_errors(tmp_path, kw, exc, words):
     assert not (tmp_path / "x" / "metrics.jsonl").exists()
 
 
+def _complete_yaml(path, **replace_text) -> None:
+    """A complete config file (the composed sum/dapo config, as a run's config.yaml holds it),
+    with some keys written as raw YAML text."""
+    import yaml
+
+    d = reference.load_cpu_config("sum", "dapo").to_dict()
+    for k in replace_text:
+        d.pop(k, None)
+    path.write_text(yaml.safe_dump(d) + "".join(f"{k}: {v}\n" for k, v in replace_text.items()))
+
+
 def test_unknown_yaml_key_is_rejected(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("weighting: {method: dapo}\nlearning_rate: 1e-3\n")
+    _complete_yaml(p, learning_rate="1e-3")
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_yaml(p)
 
 
+def test_a_config_without_every_key_is_refused_with_the_missing_keys(tmp_path):
+    """The YAML layers are the one source of values: TrainConfig fills in nothing."""
+    p = tmp_path / "c.yaml"
+    p.write_text("weighting: {method: dapo}\nlr: 1.0e-4\nsteps: 3\n")
+    with pytest.raises(ValueError, match="missing") as e:
+        TrainConfig.from_yaml(p)
+    assert "'kl_coef'" in str(e.value) and "'lr'" not in str(e.value)
+    with pytest.raises(TypeError):
+        TrainConfig()  # no defaults of its own
+    # nor for λ's SGD: a weighting block without lambda: {init, lr} is refused too
+    for weighting in ("{method: lambda}", "{method: lambda, lambda: {lr: 0.1}}", "{lambda: {init: 0, lr: 0.1}}"):
+        _complete_yaml(p, weighting=weighting)
+        with pytest.raises(ValueError, match="must give method and lambda"):
+            TrainConfig.from_yaml(p)
+    _complete_yaml(p, weighting="{method: lambda, lambda: {init: 0.5, lr: 2}}")
+    cfg = TrainConfig.from_yaml(p)
+    assert (cfg.weighting.lambda_.init, cfg.weighting.lambda_.lr) == (0.5, 2.0)
+
+
+def test_the_composed_cpu_config_is_base_yaml(tmp_path):
+    """Every value of a composed config comes from the YAML files (read here with yaml alone):
+    base.yaml, then the task's and the method's layers."""
+    import yaml
+
+    from repro import config as layers
+
+    base = yaml.safe_load((layers.CPU_DIR / "base.yaml").read_text())
+    task = yaml.safe_load((layers.CPU_DIR / "tasks" / "budget.yaml").read_text())
+    method = yaml.safe_load((layers.CPU_DIR / "methods" / "dr_grpo.yaml").read_text())
+    cfg = reference.load_cpu_config("budget", "dr_grpo").to_dict()
+    for k, v in {**base, **task, **method}.items():
+        if k != "weighting":
+            assert cfg[k] == (float(v) if isinstance(cfg[k], float) else v), k
+    assert cfg["weighting"] == {**base["weighting"], **method["weighting"]}
+    assert set(cfg) == set(base) | {"task"}  # base.yaml names every key but the task's own
+    assert (cfg["task"], cfg["adv_scale"], base["adv_scale"]) == ("budget", "none", "std")
+
+
 def test_yaml_numbers_without_dot_are_numbers(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("weighting: {method: dapo}\nlr: 1e-4\nsteps: 3\n")  # YAML 1.1 reads 1e-4 as a string
+    _complete_yaml(p, lr="1e-4", steps="3")  # YAML 1.1 reads 1e-4 as a string
     cfg = TrainConfig.from_yaml(p)
-    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float)
-    p.write_text("lr: fast\n")
+    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float) and cfg.steps == 3
+    _complete_yaml(p, lr="fast")
     with pytest.raises(ValueError, match="must be a number"):
         TrainConfig.from_yaml(p)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.grading import GRADERS, get_grader, register_grader
+from repro.grading import get_grader, register_grader
 from repro.reward import reward as paper_reward
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,30 +55,29 @@ def call_as_openrlhf(mod, queries, prompts, labels):
     return asyncio.run(run())
 
 
-@pytest.fixture
-def test_graders():
-    # misbehave on "42" only: the pool warms a grader up on other answers (repro.grading.pool)
-    @register_grader("test-slow")
-    def _slow(pred, gold):
-        if pred == "42":
-            time.sleep(30.0)
-        return True
+# Misbehave on "42" only: the pool warms a grader up on other answers (repro.grading.pool).
+# Registered when this module is imported, as graders must be: the grading workers are started by
+# the forkserver, which imports this module to find them (a registration made inside a fixture
+# would exist in this process only, and the worker would answer "unknown grader").
+@register_grader("test-slow")
+def _slow(pred, gold):
+    if pred == "42":
+        time.sleep(30.0)
+    return True
 
-    @register_grader("test-spin")
-    def _spin(pred, gold):  # holds the GIL: a thread running this could never be stopped
-        while pred == "42":
-            pass
-        return False
 
-    @register_grader("test-boom")
-    def _boom(pred, gold):
-        if pred == "42":
-            raise RuntimeError("grader exploded")
-        return False
+@register_grader("test-spin")
+def _spin(pred, gold):  # holds the GIL: a thread running this could never be stopped
+    while pred == "42":
+        pass
+    return False
 
-    yield
-    for name in ("test-slow", "test-spin", "test-boom"):
-        GRADERS.pop(name, None)
+
+@register_grader("test-boom")
+def _boom(pred, gold):
+    if pred == "42":
+        raise RuntimeError("grader exploded")
+    return False
 
 
 TABLE = [  # response, label, grader, reward, status
@@ -96,7 +95,7 @@ TABLE = [  # response, label, grader, reward, status
 
 
 @pytest.mark.parametrize("resp,label,grader,reward,status", TABLE)
-def test_reward_table(monkeypatch, caplog, test_graders, resp, label, grader, reward, status):
+def test_reward_table(monkeypatch, caplog, resp, label, grader, reward, status):
     mod = load_reward_file(monkeypatch, LGRPO_GRADER="simple", LGRPO_GRADER_TIMEOUT="0.5", LGRPO_GRADER_WORKERS="1")
     with caplog.at_level(logging.WARNING, logger="repro.reward_fn"):
         got = mod.score_one(PROMPT + resp, PROMPT, label, grader_name=grader, timeout_s=0.5)
@@ -135,7 +134,7 @@ def test_stuck_sympy_times_out_through_reward_func_and_the_worker_dies(monkeypat
     assert pool is mod.pool_for("qwen", 1.5)
 
 
-def test_many_threads_share_the_pool(monkeypatch, test_graders):
+def test_many_threads_share_the_pool(monkeypatch):
     """More concurrent samples than workers: each waits for a worker, none loses its deadline."""
     mod = load_reward_file(monkeypatch, LGRPO_GRADER="simple", LGRPO_GRADER_TIMEOUT="5", LGRPO_GRADER_WORKERS="2")
     labels = [str(i) for i in range(24)]

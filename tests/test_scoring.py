@@ -267,6 +267,10 @@ def test_vllm_backend_calls(monkeypatch):
         def __init__(self, **kw):
             calls["llm"] = kw
 
+        def get_tokenizer(self):  # Qwen2.5's ids of the two one-token end markers
+            ids = {"<|im_end|>": [151645], "<|endoftext|>": [151643]}
+            return types.SimpleNamespace(encode=lambda s, add_special_tokens=True: ids.get(s, [1, 2]))
+
         def generate(self, prompts, sp, use_tqdm=True):
             assert len(sp) == len(prompts)  # one SamplingParams per prompt (its own seed)
             n = calls["sp"][-1]["n"]
@@ -279,7 +283,8 @@ def test_vllm_backend_calls(monkeypatch):
     assert calls["llm"]["generation_config"] == "vllm"
     out = be.generate(["p", "q"], n=3, temperature=0.0, top_p=0.95, max_tokens=7, stop=["</s>"])
     assert out == [["p-0"] * 3, ["q-0"] * 3]
-    assert calls["sp"][-1] == dict(n=1, temperature=0.0, top_p=1.0, max_tokens=7, stop=["</s>"], seed=None)
+    assert calls["sp"][-1] == dict(n=1, temperature=0.0, top_p=1.0, max_tokens=7, stop=["</s>"],
+                                   stop_token_ids=[151645, 151643], seed=None)
     out = be.generate(["p"], n=2, temperature=1.0, top_p=0.95, max_tokens=7, stop=["</s>"])
     assert out == [["p-0", "p-1"]] and calls["sp"][-1]["top_p"] == 0.95
     # each sampled prompt's seed depends on (seed, prompt) only

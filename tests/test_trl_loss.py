@@ -1,58 +1,85 @@
-"""The real TRL GRPOTrainer with the λ seams computes the package's loss exactly (issue 12).
+"""The real TRL GRPOTrainer with the λ seams computes the package's loss exactly (issues 12, 21).
 
-For every weighting method, one optimizer step through ``trl.GRPOTrainer`` (generation, TRL's
-shuffle and split of the generation batch, its accumulation over micro-batches smaller than the
-group) gives the model gradient of ``repro.objective.policy_loss(scope='group')`` on the same
-samples, and λ's applied gradient equals Eq. 20 (``eq20_lambda_grad``), both computed here
-independently of the seams."""
+For every weighting method and every batch layout that ``repro.trainers.trl.options`` accepts, each
+optimizer step through ``trl.GRPOTrainer`` (generation, TRL's shuffle and split of the generation
+batch, its accumulation over micro-batches smaller than the group, several PPO epochs over one
+generation batch with TRL's π_old) gives the model gradient of ``repro.objective.policy_loss
+(scope='group')`` on the same samples at the same parameters, and λ's applied gradient equals
+Eq. 20 (``eq20_lambda_grad``) with each response's clipped-surrogate sum, both computed here
+independently of the seams; every step writes its metrics line with the λ it reached."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from repro.objective import eq3_group_advantages
 from trl_helpers import (independent_lambda_grad, independent_model_grads, make_trainer, max_rel_diff,
-                         step_data, tiny_cfg)
+                         step_data, surrogate_sums, tiny_cfg)
 
 torch.set_num_threads(1)
 
-# (per-device batch, accumulation, steps_per_generation): 8 samples per step = 2 groups of G = 4
-LAYOUTS = {"8x1": (8, 1, 1), "4x2": (4, 2, 2), "2x4": (2, 4, 4), "2x4-spg2": (2, 4, 2)}
+# name: (per-device batch, accumulation, steps_per_generation, num_iterations μ, optimizer steps);
+# 8 samples per step = 2 groups of G = 4. These are all the single-process shapes options.py
+# accepts: steps_per_generation dividing the accumulation (one or several generation batches per
+# step) and, with steps_per_generation = accumulation, μ PPO epochs per generation batch.
+LAYOUTS = {"8x1": (8, 1, 1, 1, 2), "4x2": (4, 2, 2, 1, 2), "2x4": (2, 4, 4, 1, 2),
+           "2x4-spg2": (2, 4, 2, 1, 2), "2x4-mu2": (2, 4, 4, 2, 4), "8x1-mu3": (8, 1, 1, 3, 3)}
 METHOD_PARAMS = {"lambda": ["weighting.lambda.init=0.7", "weighting.r=0.3"], "delta_l": ["weighting.alpha=0.5"]}
 
 
-def _check_step(tmp_path, method, layout, seed=0):
-    per_device, ga, spg = LAYOUTS[layout]
-    cfg = tiny_cfg(method, G=4, per_device=per_device, ga=ga, spg=spg,
-                   extra=[f"seed={seed}", f"trl.seed={seed}", *METHOD_PARAMS.get(method, [])])
+def _check_steps(tmp_path, method, layout, seed=0):
+    per_device, ga, spg, mu, steps = LAYOUTS[layout]
+    # lr 1e-3 so that the later PPO epochs are visibly off-policy (ρ ≠ 1, some tokens clipped)
+    cfg = tiny_cfg(method, G=4, per_device=per_device, ga=ga, spg=spg, num_iterations=mu, steps=steps,
+                   extra=[f"seed={seed}", f"trl.seed={seed}", "trl.learning_rate=1e-3",
+                          *METHOD_PARAMS.get(method, [])])
     tr = make_trainer(cfg, tmp_path / f"{method}-{layout}")
     tr.train()
-    assert tr.state.global_step == 1
-    assert len(tr.rec_batches) == ga // spg  # generation batches in the step
+    assert tr.state.global_step == steps
+    assert len(tr.rec_batches) == steps // mu * (ga // spg)  # generation batches
+    assert len(tr.rec.grads) == len(tr.rec_step_batches) == len(tr.lgrpo_records) == steps
     ws = tr.lgrpo  # the contract's WeightingState
-    d = step_data(tr.rec_batches, tr.rec_rewards, G=4)
-    assert d["lengths"].shape == (2, 4)
     adv_scale = "none" if method == "dr_grpo" else "std"
-    lam0 = ws.cfg.lambda_.init if ws.learnable else 0.0
-    want = independent_model_grads(tr.rec_start_model, d, weighting=ws.weighting, lam=lam0, adv_scale=adv_scale)
-    got = tr.rec.grads[0]
-    assert max_rel_diff(got, want) < 2e-5, (method, layout)
-    rec = tr.lgrpo_records[0]
-    assert rec["step"] == 1 and rec["method"] == method
-    if ws.learnable:
-        p = ws.weighting.params
-        g = independent_lambda_grad(d, lam=lam0, r=p.r, sigma=p.sigma, adv_scale=adv_scale)
-        assert tr.rec_lambda_grads[0] == pytest.approx(g, rel=1e-5, abs=1e-9)
-        assert rec["lambda"] == pytest.approx(lam0 - ws.cfg.lambda_.lr * g, rel=1e-5, abs=1e-7)
-    else:
-        assert rec["lambda_grad"] is None and rec["lambda"] == 0.0
+    lam = ws.cfg.lambda_.init if ws.learnable else 0.0
+    off_policy = []
+    for k in range(steps):
+        used = tr.rec_step_batches[k]
+        epoch = k % mu + 1
+        assert used == list(range(k // mu * (ga // spg), (k // mu + 1) * (ga // spg))), (k, used)
+        d = step_data([tr.rec_batches[i] for i in used], [tr.rec_rewards[i] for i in used], G=4)
+        assert d["lengths"].shape == (2, 4)
+        assert ("old_per_token_logps" in d) == (mu > 1)  # TRL keeps π_old only when epochs repeat
+        model = tr.rec_model_at(tr.rec.states[k])
+        if ws.learnable:
+            assert tr.rec_lambda_before[k] == pytest.approx(lam, rel=1e-6, abs=1e-9)
+        want = independent_model_grads(model, d, weighting=ws.weighting, lam=lam, adv_scale=adv_scale)
+        assert max_rel_diff(tr.rec.grads[k], want) < 2e-5, (method, layout, k)
+        rec = tr.lgrpo_records[k]
+        assert rec["step"] == k + 1 and rec["method"] == method and rec["iteration"] == epoch
+        assert rec["rollout"] == (k // mu + 1) * (ga // spg)
+        L = surrogate_sums(model, d, adv_scale=adv_scale)
+        if mu > 1 and epoch > 1:
+            on_policy = d["lengths"] * eq3_group_advantages(d["rewards"], scale=adv_scale)  # L_i at ρ = 1
+            off_policy.append(float((L - on_policy).abs().max()))
+            assert rec["accuracy"] == tr.lgrpo_records[k - 1]["accuracy"]  # same rollouts, another epoch
+        if ws.learnable:
+            p = ws.weighting.params
+            g = independent_lambda_grad(d, lam=lam, r=p.r, sigma=p.sigma, adv_scale=adv_scale, L=L)
+            assert tr.rec_lambda_grads[k] == pytest.approx(g, rel=1e-5, abs=1e-9), (layout, k)
+            lam = lam - ws.cfg.lambda_.lr * g
+            assert rec["lambda"] == pytest.approx(lam, rel=1e-5, abs=1e-7)
+        else:
+            assert rec["lambda_grad"] is None and rec["lambda"] == 0.0
+    if mu > 1:  # the later epochs were checked off-policy, not at ρ = 1
+        assert max(off_policy) > 1e-4, off_policy
     return tr
 
 
 @pytest.mark.parametrize("method", ["grpo", "dapo", "dr_grpo", "delta_l"])
 def test_fixed_methods_micro_batches_smaller_than_G(tmp_path, method):
-    _check_step(tmp_path, method, "2x4")
+    _check_steps(tmp_path, method, "2x4")
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_lambda_every_layout(tmp_path, layout):
-    _check_step(tmp_path, "lambda", layout, seed=1)
+    _check_steps(tmp_path, "lambda", layout, seed=1)

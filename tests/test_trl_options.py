@@ -66,6 +66,8 @@ def test_accepted_config_has_no_problems(tmp_path):
         assert options.check_config(args, w) == []
     args, w = _args_and_weighting(tmp_path, ["trl.steps_per_generation=2"])  # 2 generations per step: exact
     assert options.check_config(args, w) == []
+    args, w = _args_and_weighting(tmp_path, ["trl.num_iterations=2"])  # 2 PPO epochs, whole batch per step
+    assert options.check_config(args, w) == []  # runs: tests/test_trl_loss.py, layouts '*-mu*'
 
 
 def test_refused_trainer_features():

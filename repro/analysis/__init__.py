@@ -25,8 +25,9 @@ from repro.analysis.objective_figures import (RTOL_EQ20, departure, eq20_compare
                                               lambda_needed_table, methods_table, normal_quantile_group,
                                               random_groups, synthetic_L)
 from repro.analysis.plots import (METHOD_COLORS, METHOD_LABELS, METRIC_LABELS, PERCENT_METRICS, R_NAMES,
-                                  fig_eval_curves, fig_f_spread, fig_grad_vs_cov, fig_lambda_trajectories,
-                                  fig_metric_bands, label, plot_band, r_name, scale, seed_band, seeds_label,
+                                  base_tasks, curve_label, fig_eval_curves, fig_f_spread, fig_grad_vs_cov,
+                                  fig_lambda_trajectories, fig_metric_bands, label, periodic_evals, plot_band,
+                                  problem_set, r_name, scale, seed_band, seeds_label, setting_styles,
                                   smooth_band)
-from repro.analysis.summaries import grad_cov_table, method_summary, run_summary
-from repro.paper import PAPER_R, load_table1, table1_average_check
+from repro.analysis.summaries import across_runs, grad_cov_table, method_summary, run_summary
+from repro.paper import FIG2_R, load_table1, table1_average_check

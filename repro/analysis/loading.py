@@ -68,23 +68,75 @@ def _task_of(run) -> str:
     return str(t if t is not None else run.meta().get("task", "task"))
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config as one level of dotted keys ('weighting.lambda.lr')."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# how a setting that tells runs apart is named in legends and titles (any other key: 'key=value')
+SETTING_NAMES = {"weighting.lambda.lr": "λ lr", "lambda_lr": "λ lr", "lgrpo.lr": "λ lr",
+                 "weighting.lambda.init": "λ init", "lambda_init": "λ init", "lgrpo.init": "λ init",
+                 "weighting.r": "r", "r": "r", "lgrpo.r": "r", "lr": "policy lr"}
+MAX_SETTING_KEYS = 3  # more differing keys than this: the config hash names the setting
+
+
+def _setting_value(key: str, v) -> str:
+    if isinstance(v, float) and SETTING_NAMES.get(key) == "r":
+        from repro.analysis.plots import r_name
+
+        return r_name(v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _config_settings(runs) -> dict:
+    """Run -> a short name of what sets its config apart from the others in ``runs`` (one (task,
+    method)): the differing keys, named ('λ lr 10, r 1/3'), else the config hash;
+    '' when all share one config."""
+    flat = {}
+    for r in runs:
+        cfg = r.config() if r.config_path.exists() else {}
+        flat[r] = {k: v for k, v in _flat(cfg or {}).items() if k.split(".")[0] not in SEED_ONLY_KEYS}
+    keys = sorted({k for f in flat.values() for k in f})
+    differ = [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
+    if not differ:
+        return {r: "" for r in runs}
+    if len(differ) > MAX_SETTING_KEYS:
+        return {r: f"config {config_id(r)}" for r in runs}
+    return {r: ", ".join(f"{SETTING_NAMES.get(k, k)}{' ' if k in SETTING_NAMES else '='}"
+                         f"{_setting_value(k, flat[r].get(k))}" for k in differ) for r in runs}
+
+
 def run_labels(found, root: str | Path) -> dict:
-    """Run -> (run label, task label). The run label is its path relative to ``root``. The task
-    label is the config's task, prefixed by the run's folder when runs sit in several folders
-    ('demo:sum'), and suffixed by a config hash when runs of one (task, method) differ in more
-    than their seed ('sum#1a2b3c'): such runs are different experiments, not seeds, and are
-    never pooled in a seed band."""
+    """Run -> (run label, task label, base task, setting). The run label is its path relative to
+    ``root``; the base task is the config's task. The setting names what tells the run apart from
+    others of the same task and method: its folder when runs sit in several folders ('demo'),
+    and the config keys in which runs of one (task, method) differ beyond their seed, in any
+    folder ('λ lr 10, r 1/3'; the config hash when more than a few keys differ); '' when
+    nothing does.
+    The task label is the base task prefixed by the folder ('demo:sum') and suffixed by the
+    config setting ('sum [λ lr 10, r 1/3]'): runs with different task labels are different
+    experiments, never pooled in a seed band, and figures tell them apart by style and name
+    the setting in the legend."""
     suites = _suites(found, Path(root))
-    base = {}
+    groups: dict = {}
     for r in found:
-        lab, suite = suites[r]
-        base[r] = (lab, f"{suite}:{_task_of(r)}" if suite else _task_of(r), str(r.meta().get("method")),
-                   config_id(r))
-    n_cfg: dict = {}
-    for lab, task, method, cid in base.values():
-        n_cfg.setdefault((task, method), set()).add(cid)
-    return {r: (lab, task if len(n_cfg[(task, method)]) <= 1 else f"{task}#{cid}")
-            for r, (lab, task, method, cid) in base.items()}
+        groups.setdefault((_task_of(r), str(r.meta().get("method"))), []).append(r)
+    out = {}
+    for (task, _), rs in groups.items():
+        for r, cfg_setting in _config_settings(rs).items():
+            suite = suites[r][1]
+            label = f"{suite}:{task}" if suite else task
+            if cfg_setting:
+                label += f" [{cfg_setting}]"
+            setting = ", ".join(x for x in (suite, cfg_setting) if x)
+            out[r] = (suites[r][0], label, task, setting)
+    return out
 
 
 def runs_by_label(found, root: str | Path) -> dict:
@@ -94,8 +146,8 @@ def runs_by_label(found, root: str | Path) -> dict:
 
 def load_runs(runs_dir: str | Path):
     """``(runs, metrics)`` for every run under ``runs_dir`` (through ``repro.runs``). ``run`` is
-    the run's path relative to ``runs_dir``; if runs sit in several folders, ``task`` is
-    prefixed with the folder ('demo:sum'), so that suites are never pooled."""
+    the run's path relative to ``runs_dir``; ``task``, ``base_task`` and ``setting`` are
+    ``run_labels``': runs of several folders or configs are never pooled."""
     found = runs_mod.find_runs(runs_dir)
     labels = run_labels(found, runs_dir)
     frames = []
@@ -103,7 +155,7 @@ def load_runs(runs_dir: str | Path):
         f = r.metrics_frame()
         if not len(f):
             continue
-        f["run"], f["task"] = labels[r]
+        f["run"], f["task"], f["base_task"], f["setting"] = labels[r]
         f["config_id"] = config_id(r)
         frames.append(f)
     df = pd.concat(frames, ignore_index=True) if frames else runs_mod.load_metrics([])
@@ -124,7 +176,8 @@ def require_runs(runs_dir: str | Path, found: Sequence) -> None:
 # evaluation scores (Run.eval_scores, Run.periodic_evals)
 # ----------------------------------------------------------------------------------------------
 def _bench_accuracies(block: dict, where: str) -> tuple[dict, str | None]:
-    """``({benchmark: accuracy in %}, grader)`` from one evaluation in either layout:
+    """``({benchmark: (accuracy in %, problems or None)}, grader)`` from one evaluation in either
+    layout:
 
     * ``repro.eval`` (the evaluation pipeline): ``{"primary_grader": g, "graders": {g:
       {"benchmarks": {b: {"accuracy": <percent>, ...}}}}}``; the primary grader's scores;
@@ -134,13 +187,13 @@ def _bench_accuracies(block: dict, where: str) -> tuple[dict, str | None]:
     if isinstance(block.get("graders"), dict):
         g = block.get("primary_grader") or next(iter(block["graders"]))
         bench = block["graders"][g].get("benchmarks", {})
-        return {b: float(v["accuracy"]) for b, v in bench.items()}, g
+        return {b: (float(v["accuracy"]), v.get("n")) for b, v in bench.items()}, g
     bench = block.get("benchmarks")
     if isinstance(bench, dict) and all(isinstance(v, dict) and "accuracy" in v for v in bench.values()):
         acc = {b: float(v["accuracy"]) for b, v in bench.items()}
         if any(not 0.0 <= a <= 1.0 for a in acc.values()):
             raise ValueError(f"{where}: trainer-layout accuracies must be fractions in [0, 1], got {acc}")
-        return {b: 100.0 * a for b, a in acc.items()}, None
+        return {b: (100.0 * a, bench[b].get("n")) for b, a in acc.items()}, None
     raise ValueError(f"{where}: unrecognised scores layout (expected 'graders' from repro.eval or "
                      f"'benchmarks' from the reference trainer), keys {sorted(block)}")
 
@@ -158,15 +211,15 @@ def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
     labels = run_labels(found, root or ".")
     for run in found:
         meta = run.meta()
-        run_label, task = labels[run]
+        run_label, task, base_task, setting = labels[run]
         base = {"run": run_label, "method": meta.get("method"), "seed": meta.get("seed"),
-                "task": task or "task"}
+                "task": task or "task", "base_task": base_task, "setting": setting}
         for rec in run.periodic_evals():
             acc = float(rec["accuracy"])
             if not 0.0 <= acc <= 1.0:
                 raise ValueError(f"{run.periodic_evals_path}: accuracy must be a fraction, got {acc}")
             rows.append({**base, "step": int(rec["step"]), "benchmark": rec["benchmark"],
-                         "accuracy": 100.0 * acc, "grader": None})
+                         "n": rec.get("n"), "accuracy": 100.0 * acc, "grader": None})
         sc = run.eval_scores()
         if sc is None:
             continue
@@ -183,8 +236,8 @@ def eval_frame(found, root: str | Path | None = None) -> pd.DataFrame:
             items = [(last, sc)]
         for step, block in items:
             accs, grader = _bench_accuracies(block, where)
-            for name, acc in accs.items():
+            for name, (acc, n) in accs.items():
                 rows.append({**base, "step": int(step) if step is not None else None,
-                             "benchmark": name, "accuracy": acc, "grader": grader})
-    return pd.DataFrame(rows, columns=["run", "method", "seed", "task", "step", "benchmark", "accuracy",
-                                       "grader"])
+                             "benchmark": name, "n": n, "accuracy": acc, "grader": grader})
+    return pd.DataFrame(rows, columns=["run", "method", "seed", "task", "base_task", "setting", "step",
+                                       "benchmark", "n", "accuracy", "grader"])

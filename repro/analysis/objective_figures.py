@@ -13,7 +13,7 @@ import torch
 
 from repro import objective as obj
 from repro.analysis.plots import METHOD_COLORS, label, r_name
-from repro.paper import PAPER_R
+from repro.paper import FIG2_R
 
 # ----------------------------------------------------------------------------------------------
 # groups of response lengths
@@ -37,7 +37,7 @@ def random_groups(n: int, G: int, *, seed: int = 0, mean: float = 600.0, cv: flo
 # ----------------------------------------------------------------------------------------------
 # Figure 2 and the size of λ's effect
 # ----------------------------------------------------------------------------------------------
-def h_spread_table(rs: Iterable[float] = PAPER_R, G: int = 8, n_groups: int = 4000,
+def h_spread_table(rs: Iterable[float] = FIG2_R, G: int = 8, n_groups: int = 4000,
                    seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """h = 1 + r·z on random groups (package's σ), against the paper's [1-3r, 1+3r] reading and
     the exact bound |z| ≤ (G-1)/√G for sample σ. Returns the table and the h samples per r."""
@@ -71,7 +71,7 @@ def fig_h_spread(samples: dict, G: int):
     return fig
 
 
-def fig_g_of_h(lams: Sequence[float] = (-4, -2, -1, 0, 1, 2, 4), r: float = 1 / 9, G: int = 8):
+def fig_g_of_h(lams: Sequence[float] = (-4, -2, -1, 0, 1, 2, 4), r: float = obj.PAPER_R, G: int = 8):
     import matplotlib.pyplot as plt
 
     zmax = (G - 1) / math.sqrt(G)
@@ -91,7 +91,7 @@ def fig_g_of_h(lams: Sequence[float] = (-4, -2, -1, 0, 1, 2, 4), r: float = 1 / 
     return fig
 
 
-def methods_table(lengths: torch.Tensor, *, lams: Sequence[float] = (-5.0, 5.0), r: float = 1 / 9,
+def methods_table(lengths: torch.Tensor, *, lams: Sequence[float] = (-5.0, 5.0), r: float = obj.PAPER_R,
                   alpha: float = 1.0) -> pd.DataFrame:
     """f of every method on one group (rows: responses), from ``objective.token_weights``."""
     lengths = torch.as_tensor(lengths, dtype=torch.float64).reshape(1, -1)
@@ -132,7 +132,7 @@ def fig_f_methods(table: pd.DataFrame):
     return fig
 
 
-def departure(lengths: torch.Tensor, lams, r: float = 1 / 9) -> pd.DataFrame:
+def departure(lengths: torch.Tensor, lams, r: float = obj.PAPER_R) -> pd.DataFrame:
     """For each λ: the largest |f_i - 1| in the group and the std of f over the group."""
     lengths = torch.as_tensor(lengths, dtype=torch.float64).reshape(1, -1)
     lam = torch.as_tensor(np.asarray(lams, dtype=np.float64))[:, None]
@@ -152,7 +152,7 @@ def _departures(lengths: torch.Tensor, lam: torch.Tensor, r: float, criterion: s
     raise ValueError(f"criterion must be 'max |f-1|' or 'std f', got {criterion!r}")
 
 
-def lambda_needed(lengths: torch.Tensor, threshold: float, *, r: float = 1 / 9, sign: int = +1,
+def lambda_needed(lengths: torch.Tensor, threshold: float, *, r: float = obj.PAPER_R, sign: int = +1,
                   criterion: str = "max |f-1|", lam_max: float = 500.0) -> torch.Tensor:
     """Per group of ``lengths [n, G]``: the smallest |λ| (in direction ``sign``, returned with that
     sign) at which ``criterion`` of f reaches ``threshold``. A grid scan finds the first crossing,
@@ -183,7 +183,7 @@ def lambda_needed(lengths: torch.Tensor, threshold: float, *, r: float = 1 / 9, 
     return sign * out
 
 
-def lambda_needed_table(G: int = 8, r: float = 1 / 9, thresholds: Sequence[float] = (0.05, 0.20),
+def lambda_needed_table(G: int = 8, r: float = obj.PAPER_R, thresholds: Sequence[float] = (0.05, 0.20),
                         n_random: int = 100, seed: int = 0) -> pd.DataFrame:
     """λ at which f departs from 1 by each threshold: on the normal-quantile group, its
     first-order estimate t / (r·|z|), and the spread over random groups."""
@@ -205,7 +205,7 @@ def lambda_needed_table(G: int = 8, r: float = 1 / 9, thresholds: Sequence[float
     return pd.DataFrame(rows)
 
 
-def fig_departure(lengths: torch.Tensor, r: float = 1 / 9, thresholds=(0.05, 0.20), lam_max=8.0):
+def fig_departure(lengths: torch.Tensor, r: float = obj.PAPER_R, thresholds=(0.05, 0.20), lam_max=8.0):
     import matplotlib.pyplot as plt
 
     lams = np.linspace(-lam_max, lam_max, 401)
@@ -265,7 +265,7 @@ def synthetic_L(lengths: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     return lengths * adv * (1 + 0.1 * torch.randn(lengths.shape, generator=g, dtype=torch.float64))
 
 
-def eq20_grid(lams=(-4.0, -1.0, -0.3, 0.0, 0.5, 2.0, 6.0), rs=PAPER_R, Gs=(2, 4, 8, 16, 64),
+def eq20_grid(lams=(-4.0, -1.0, -0.3, 0.0, 0.5, 2.0, 6.0), rs=FIG2_R, Gs=(2, 4, 8, 16, 64),
               n_groups: int = 16, seed: int = 0, rtol: float = RTOL_EQ20) -> pd.DataFrame:
     """The check on random groups across λ, r and G: one row per (λ, r, G), worst group."""
     rows = []
@@ -296,7 +296,7 @@ def eq20_recorded(found, lams=(-2.0, 0.0, 2.0), r: float | None = None,
         recs = run.groups()[:max_groups] if hasattr(run, "groups") else []
         if not recs:
             continue
-        cfg_r = r if r is not None else float(recs[0].get("r", 1 / 9))
+        cfg_r = r if r is not None else float(recs[0].get("r", obj.PAPER_R))
         for rec in recs:
             lengths = torch.tensor([rec["lengths"]], dtype=torch.float64)
             L = torch.tensor([rec["L"]], dtype=torch.float64)

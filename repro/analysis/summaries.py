@@ -44,10 +44,21 @@ def run_summary(df: pd.DataFrame, tail: float = 0.1) -> pd.DataFrame:
 
 
 def method_summary(df: pd.DataFrame, tail: float = 0.1) -> pd.DataFrame:
-    """Per (task, method): mean ± std across seeds of the per-run summaries."""
+    """Per (task, method): mean ± std across seeds of the per-run summaries. The std columns are
+    left out when every (task, method) has one seed (a std of one value is undefined, not 0)."""
     s = run_summary(df, tail)
     vals = [c for c in s.columns if c not in ("run", "task", "method", "seed", "steps")]
     g = s.groupby(["task", "method"])[vals]
-    out = g.mean().add_suffix(" mean").join(g.std().add_suffix(" std")).join(
-        s.groupby(["task", "method"]).size().rename("seeds"))
-    return out.reset_index()
+    n = s.groupby(["task", "method"]).size().rename("seeds")
+    out = g.mean().add_suffix(" mean")
+    if int(n.max()) > 1:
+        out = out.join(g.std().add_suffix(" std"))
+    return out.join(n).reset_index()
+
+
+def across_runs(values: pd.Series, by) -> pd.DataFrame:
+    """Mean, std, min and max of ``values`` per group ``by`` and the number of runs; the std
+    column only when some group has more than one run."""
+    g = values.groupby(by)
+    out = g.agg(["mean", "std", "min", "max", "count"]).rename(columns={"count": "runs"})
+    return out if int(out["runs"].max()) > 1 else out.drop(columns="std")

@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+from repro.stop import marker_token_ids
+
 
 class Backend(Protocol):
     name: str
@@ -82,6 +84,9 @@ class HFBackend:
         self.eos_ids = sorted({int(e) for e in eos_ids})
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = int(pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0))
+        # the one stop rule (repro.stop): the end markers that are one token stop generation too
+        # (decoding skips special tokens, so a stop string "<|im_end|>" would never be seen)
+        self.eos_ids = sorted(set(self.eos_ids) | set(marker_token_ids(tokenizer)))
 
     # tokenizer adapters: HF tokenizers and minimal encode/decode objects alike
     def _encode(self, text: str) -> list[int]:
@@ -222,9 +227,14 @@ class VLLMBackend:
 
         _check_args(n, temperature, top_p, max_tokens)
         greedy = temperature == 0
+        # stop_token_ids: the end markers that are one token (repro.stop, SimpleRL-Zoo's
+        # [151645, 151643] for Qwen2.5); vLLM checks stop strings on text decoded without special
+        # tokens, so the string "<|im_end|>" alone never stops it
+        stop_ids = marker_token_ids(self.llm.get_tokenizer())
         params = [SamplingParams(n=1 if greedy else n, temperature=float(temperature),
                                  top_p=1.0 if greedy else float(top_p), max_tokens=int(max_tokens),
-                                 stop=list(stop or []), seed=None if greedy else request_seed(self.seed, p))
+                                 stop=list(stop or []), stop_token_ids=stop_ids,
+                                 seed=None if greedy else request_seed(self.seed, p))
                   for p in prompts]
         results = self.llm.generate(list(prompts), params, use_tqdm=False)
         out = []

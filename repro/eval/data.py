@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from repro import paper
+from repro.grading.gold import read_gold
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "data" / "manifest.json"
@@ -151,10 +152,10 @@ def gold_answer(name: str, row: dict) -> str:
     """The gold answer of one raw row, as the Qwen2.5-Math / SimpleRL-Zoo evaluation takes it
     (the benchmark's rule in ``repro.paper``; the training set's ``answer`` field)."""
     if name == TRAIN:
-        return paper.gold_answer_field(row, name)
+        return read_gold("answer_field", row)
     if name not in paper.BY_NAME:
         raise DataError(f"unknown benchmark {name!r}")
-    return paper.BY_NAME[name].gold_answer(row)
+    return read_gold(paper.BY_NAME[name].gold, row)
 
 
 _TRAIN_FIELDS = ("level", "subject")
@@ -204,6 +205,43 @@ def load_benchmark(name: str, src: str | Path | None = None, *,
     if name == "college_math" and college_math_subset_size:
         out = [out[i] for i in college_math_subset(len(out), college_math_subset_size)]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the CPU task's held-out sets (repro/tasks/arith.py), evaluated by the same pipeline
+# ---------------------------------------------------------------------------------------------
+CPU_SETS = {"sum_heldout": "sum", "budget_heldout": "budget"}  # set name -> CPU task
+
+
+def cpu_set_settings(name: str) -> dict:
+    """The held-out set of the reference trainer's final evaluation for ``name``'s task, read from
+    the CPU configs (``repro/configs/cpu/base.yaml`` + ``tasks/<task>.yaml``): ``eval_seed``,
+    ``eval_problems`` (how many) and ``max_tokens`` (the task's token budget)."""
+    from repro.config import CPU_DIR, compose
+    from repro.tasks.arith import get_variant
+
+    task = CPU_SETS[name]
+    cfg = compose([CPU_DIR / "base.yaml", CPU_DIR / "tasks" / f"{task}.yaml"])
+    budget = int(cfg.get("max_new_tokens") or 0) or get_variant(task).max_new_tokens
+    return {"task": task, "eval_seed": int(cfg["eval_seed"]), "eval_problems": int(cfg["eval_problems"]),
+            "max_tokens": budget}
+
+
+def load_cpu_set(name: str, n: int | None = None) -> list[dict]:
+    """The first ``n`` (default: the configs' ``eval_problems``) held-out problems of the reference
+    trainer's evaluation (``sample_problems(n, Random(eval_seed), "test")``, whose first k are the
+    same for every n), as rows: ``id``, ``question`` (the bare prompt ``Q97+53=``), ``gold``, ``k``."""
+    import random
+
+    from repro.tasks.arith import sample_problems
+
+    st = cpu_set_settings(name)
+    n = st["eval_problems"] if n is None else int(n)
+    if n < 1:
+        raise DataError(f"{name}: the number of held-out problems must be >= 1, got {n}")
+    probs = sample_problems(n, random.Random(st["eval_seed"]), "test")
+    return [{"id": i, "benchmark": name, "question": p.prompt, "gold": p.answer, "k": p.k}
+            for i, p in enumerate(probs)]
 
 
 def load_normalised(name: str, cache: str | Path) -> list[dict]:

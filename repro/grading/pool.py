@@ -12,11 +12,24 @@ shared machine a wall-clock limit fails items that merely waited for a core. A w
 ``clock="wall"`` is the original's rule (a wall-clock deadline per item); it is also used where
 ``/proc`` is missing. A grader exception (graders should not raise) is flagged
 ``"error"``; a worker that dies is flagged ``"crash"``. Nothing here can hang a run.
+
+Workers, and the workers that replace killed ones, are started by multiprocessing's forkserver
+(spawn where there is none), never by forking the calling process: that process is often
+multithreaded (a Ray actor, vLLM's engine, OpenRLHF's reward calls from ``asyncio.to_thread``),
+and a forked child inherits every lock another thread held at that moment, still held, with no
+thread left to release it. The forkserver is a fresh single-threaded interpreter; it imports and
+warms the grader once (``repro.grading.forkserver_warm``), so a worker forked from it starts warm
+in milliseconds, as a fork of a warm parent did. ``start_method="fork"`` can still be asked for
+(single-threaded callers, the throughput comparison). Such a worker finds a grader by name, so a
+grader must be registered when its module is imported (``@register_grader`` at module level, or in
+the main script); one registered later, inside a function, exists in the calling process only.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -26,6 +39,9 @@ DEFAULT_TIMEOUT_S = 5.0
 _READY_TIMEOUT_S = 120.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _MIN_CHECK_S = 0.02  # the shortest wait between two looks at a busy worker's CPU time
+WARM_ENV = "LGRPO_GRADING_WARM"  # graders the forkserver warms at its start (repro.grading.forkserver_warm)
+_FORKSERVER_LOCK = threading.Lock()
+_forkserver_started_in: int | None = None  # the pid that started the server with a warm grader
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -37,6 +53,25 @@ def process_cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
     except (OSError, ValueError, IndexError):
         return None
+
+
+def forkserver_cpu_seconds() -> float:
+    """CPU seconds of multiprocessing's forkserver in this process (its grader warm-up) and of
+    the workers it has reaped (``/proc`` utime + stime + cutime + cstime); 0.0 when none runs.
+    Workers started by the forkserver are its children, not this process's, so
+    ``getrusage(RUSAGE_CHILDREN)`` misses them; a benchmark adds this."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        f = data[data.rindex(b")") + 2:].split()
+        return sum(int(x) for x in f[11:15]) / _CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def default_wall_cap(timeout: float) -> float:
@@ -90,10 +125,22 @@ def warm_up(grader: str) -> None:
         fn(pred, gold)
 
 
-def _worker(conn, grader: str) -> None:
-    # Warm the grader (a no-op when forked from a warm parent), say so, then serve
-    # messages (index, pred, gold, benchmark) until None or EOF.
+def grader_modules(grader: str) -> tuple[str, ...]:
+    """The module that registers ``grader``, for a worker that does not inherit the registration
+    (forkserver, spawn): a grader registered by any importable module works there too. A grader
+    of the main script is re-registered by multiprocessing's own import of it as ``__mp_main__``."""
+    mod = getattr(resolve(grader, None), "__module__", None)
+    return () if mod in (None, "__main__", "__mp_main__") else (mod,)
+
+
+def _worker(conn, grader: str, modules: tuple[str, ...] = ()) -> None:
+    # Import what registers the grader, warm it (a no-op when forked from a warm server or
+    # parent), say so, then serve messages (index, pred, gold, benchmark) until None or EOF.
     try:
+        import importlib
+
+        for m in modules:
+            importlib.import_module(m)
         warm_up(grader)
     except Exception:
         pass
@@ -113,10 +160,20 @@ def _worker(conn, grader: str) -> None:
 class _Slot:
     def __init__(self, ctx, grader: str):
         self.parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, grader), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, grader, grader_modules(grader)), daemon=True)
         self.proc.start()
         child.close()
-        if not self.parent.poll(_READY_TIMEOUT_S) or self.parent.recv() != "ready":
+        try:
+            ready = self.parent.poll(_READY_TIMEOUT_S) and self.parent.recv() == "ready"
+        except (EOFError, OSError):  # the worker exited while starting
+            self.kill()
+            hint = ("" if ctx.get_start_method() == "fork" else
+                    f"; a worker started by {ctx.get_start_method()} imports the main script again (as "
+                    "multiprocessing does), so it must be a file whose entry point is guarded by "
+                    "`if __name__ == \"__main__\":`")
+            raise RuntimeError(f"grading worker for {grader!r} exited while starting (exit code "
+                               f"{self.proc.exitcode}){hint}") from None
+        if not ready:
             self.kill()
             raise RuntimeError(f"grading worker for {grader!r} did not start within "
                                f"{_READY_TIMEOUT_S:.0f} s")
@@ -158,18 +215,52 @@ class _Slot:
         self.parent.close()
 
 
-def _context(start_method: str | None = None):
-    """fork starts a worker in milliseconds with the grader already imported; spawn where fork
-    is unavailable or unsafe (a process that has initialised CUDA, e.g. after vLLM generation)."""
-    import sys
+def _context(grader: str, start_method: str | None = None):
+    """The start method of the workers, ready to start them: forkserver by default (spawn where
+    there is none), whose server is started here with ``grader`` warm; ``"fork"`` (asked for
+    explicitly) warms the grader in this process first, so that forked workers inherit it."""
+    if start_method is None:
+        start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(start_method)
+    if start_method == "fork":
+        warm_up(grader)
+    elif start_method == "forkserver":
+        _ensure_forkserver(grader)
+    return ctx
 
-    if start_method:
-        return mp.get_context(start_method)
-    torch = sys.modules.get("torch")
-    cuda_on = bool(torch is not None and getattr(torch, "cuda", None) is not None
-                   and torch.cuda.is_initialized())
-    fork_ok = "fork" in mp.get_all_start_methods() and os.name == "posix" and not cuda_on
-    return mp.get_context("fork" if fork_ok else "spawn")
+
+def _ensure_forkserver(grader: str) -> None:
+    """Start multiprocessing's forkserver (once per process) with the grader imported and warm.
+
+    The server is a new interpreter: it gets this process's ``sys.path`` through ``PYTHONPATH``
+    (Python 3.11's forkserver ignores the ``sys_path`` it is handed, so it would otherwise import
+    ``repro`` from wherever its own path finds it) and the grader's name through ``WARM_ENV``,
+    both set only while it starts. The preload list is multiprocessing's global one; the main
+    script is left out of it (each worker imports it as ``__mp_main__``, as spawn does), so an
+    unguarded main cannot break the server. A server already running (started earlier, by this
+    pool for another grader or by other code) is used as it is; its workers warm themselves."""
+    global _forkserver_started_in
+    from multiprocessing import forkserver
+
+    with _FORKSERVER_LOCK:
+        if _forkserver_started_in == os.getpid():  # environment written once per process
+            forkserver.ensure_running()  # (a server that died is restarted, without the warm-up)
+            return
+        mods = ("repro.grading.forkserver_warm", *grader_modules(grader))
+        forkserver.set_forkserver_preload(list(dict.fromkeys(mods)))
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", WARM_ENV)}
+        path = [p for p in sys.path if p] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
+        os.environ["PYTHONPATH"] = os.pathsep.join(path)
+        os.environ[WARM_ENV] = grader
+        try:
+            forkserver.ensure_running()
+            _forkserver_started_in = os.getpid()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, workers: int = 2,
@@ -201,9 +292,7 @@ def grade_many(grader: str, items: Sequence[tuple[str, str, str | None]], *, wor
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), desc=desc or f"grading ({grader})", unit="ans")
-    ctx = _context(start_method)
-    if ctx.get_start_method() == "fork":
-        warm_up(grader)
+    ctx = _context(grader, start_method)
     results: list[GradeResult | None] = [None] * len(items)
     slots = [_Slot(ctx, grader) for _ in range(min(workers, len(items)))]
     # groups of items with the same (gold, benchmark), in order of first appearance; a free
@@ -312,9 +401,7 @@ class GradingPool:
         resolve(grader, None)  # fail fast on an unknown grader
         self.grader, self.timeout, self.clock = grader, float(timeout), clock
         self.wall_cap = default_wall_cap(self.timeout) if wall_cap is None else float(wall_cap)
-        self._ctx = _context(start_method)
-        if self._ctx.get_start_method() == "fork":
-            warm_up(grader)
+        self._ctx = _context(grader, start_method)
         # a None entry is a worker to (re)start on its next use, so a failed restart never
         # loses a place in the pool
         self._free: queue.Queue = queue.Queue()

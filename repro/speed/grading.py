@@ -23,6 +23,10 @@ default, so that a pathological item costs it no more CPU than the original's 3 
 agreement with the recorded verdicts, and the ratio.
 
     python -m repro.speed.grading --corpus [--limit 1000] [--orig DIR --orig-python PY]
+
+``--compare-start-methods`` (issue 21): the synthetic set with each grader's workers started by
+fork (the pool's old default) and by its default (forkserver), interleaved fork, default, default,
+fork in one process; prints the throughput ratio and the number of differing verdicts or flags.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import resource
 import re
 import time
 
-from repro.grading.corpus import _num
+from repro.fidelity.corpus import _num
 
 FALLBACK_GOLDS = [("gsm8k", "18"), ("gsm8k", "70000"), ("math500", "\\frac{14}{3}"),
                   ("math500", "\\left( 3, \\frac{\\pi}{2} \\right)"), ("math500", "p - q"),
@@ -127,10 +131,13 @@ def synthetic_set(n: int = 6000, seed: int = 0, pathological: int = 3
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (the grading workers)."""
+    """CPU time of this process, its reaped children and the grading workers (children of the
+    pool's forkserver, counted through it)."""
+    from repro.grading.pool import forkserver_cpu_seconds
+
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + forkserver_cpu_seconds()
 
 
 def corpus_subset(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
@@ -144,7 +151,7 @@ def corpus_subset(rows: list[dict], limit: int | None, seed: int = 0) -> list[di
 def corpus_bench(workers: int, timeout: float, orig: str | None, orig_python: str | None,
                  limit: int | None = None, seed: int = 0, one_worker: bool = False) -> int:
     from repro.eval.data import default_src
-    from repro.grading.differential import agreement, grade_package, load_corpus, run_original
+    from repro.fidelity.differential import agreement, grade_package, load_corpus, run_original
 
     rows = corpus_subset(load_corpus(), limit, seed)
     n = len(rows)
@@ -207,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="per-item CPU seconds (default 5; 3 with --corpus, the original's limit)")
     ap.add_argument("--graders", default="qwen,math-verify")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compare-start-methods", action="store_true",
+                    help="workers started by fork vs the pool's default, A B B A, ratio")
     args = ap.parse_args(argv)
     args.timeout_given = args.timeout is not None
     if args.timeout is None:
@@ -224,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
           f"per-item timeout {args.timeout:g} s")
     results = {}
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.compare_start_methods:
+        return compare_start_methods(items, args)
     for g in [x for x in args.graders.split(",") if x]:
         cpu0 = _cpu_seconds()
         t = time.perf_counter()
@@ -241,6 +252,28 @@ def main(argv: list[str] | None = None) -> int:
         agree = sum(x.correct == y.correct for x, y in zip(a, b))
         print(f"agreement between {' and '.join(results)}: {agree}/{len(items)} "
               f"({100 * agree / len(items):.1f} %)")
+    return 0
+
+
+def compare_start_methods(items, args) -> int:
+    from repro.grading.pool import grade_many
+
+    for g in [x for x in args.graders.split(",") if x]:
+        secs, verdicts = {"fork": 0.0, "default": 0.0}, {}
+        for m in ("fork", "default", "default", "fork"):
+            t = time.perf_counter()
+            res = grade_many(g, items, workers=args.workers, timeout=args.timeout,
+                             start_method="fork" if m == "fork" else None)
+            dt = time.perf_counter() - t
+            secs[m] += dt
+            verdicts.setdefault(m, []).append([(r.correct, r.flagged) for r in res])
+            print(f"{g:12s} {m:8s} {dt:7.1f} s  {len(items) / dt:7.1f} responses/s  "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+        runs = verdicts["fork"] + verdicts["default"]
+        diff = max(sum(a != b for a, b in zip(runs[0], r)) for r in runs[1:])
+        print(f"{g}: throughput default/fork = {secs['fork'] / secs['default']:.3f} "
+              f"(fork {secs['fork']:.1f} s, default {secs['default']:.1f} s, 2 runs each); "
+              f"items whose verdict or flag differs from the first run: {diff}")
     return 0
 
 

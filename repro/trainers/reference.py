@@ -43,7 +43,8 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,36 +65,40 @@ from repro.trainers.rollout import ASSET_DIR, evaluate, generate, load_policy, s
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class TrainConfig:
-    task: str = "sum"  # task variant: sum (verbosity helps) | budget (verbosity hurts)
-    init_checkpoint: str = ""  # "" = the committed checkpoint repro/assets/tiny-sum
-    seed: int = 0
-    steps: int = 200  # optimizer steps
-    prompts_per_rollout: int = 8  # P
-    group_size: int = 8  # G
-    max_new_tokens: int = 0  # 0 = the task variant's budget
-    temperature: float = 1.0
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    ppo_epochs: int = 1  # optimizer steps per rollout
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    kl_coef: float = 0.0  # k3 KL to the starting policy (0: no reference model)
-    entropy_coef: float = 0.0
-    grad_clip: float = 1.0
-    scope: str = "group"  # Eq. 7 as written; 'batch' = one token mean over the step
-    adv_scale: str = "std"  # 'none' for Dr.GRPO
-    # the method, its parameters and λ's SGD (repro.trainers.contract.WeightingConfig)
-    weighting: WeightingConfig = field(default_factory=WeightingConfig)
-    checkpoint_every: int = 50  # steps; 0 = only at the end
-    eval_every: int = 0  # steps; 0 = only at the end. >0: greedy eval of the first
-    eval_every_problems: int = 200  # held-out problems at step 0 and every eval_every steps
-    eval_problems: int = 500  # held-out problems for the final greedy evaluation
-    eval_seed: int = 12345
-    threads: int = 0  # torch threads (0: leave torch's default)
-    device: str = "cpu"  # only "cpu" is implemented
-    grader: str = "simple"
-    record_groups: int = 2  # whole groups per step written to groups.jsonl (Eq. 20 on real data)
-    notes: str = field(default="")
+    """One run's settings. Their values live in the YAML layers alone (``repro/configs/cpu/
+    base.yaml`` + ``tasks/<task>.yaml`` + ``methods/<method>.yaml``, composed by
+    ``load_cpu_config``; or a run's own ``config.yaml``): this class holds no defaults, so no
+    second set of values can disagree with them. Every key is required; what each means is
+    written beside its value in ``base.yaml``."""
+    task: str
+    init_checkpoint: str
+    seed: int
+    steps: int
+    prompts_per_rollout: int  # P
+    group_size: int  # G
+    max_new_tokens: int
+    temperature: float
+    lr: float  # the policy's AdamW
+    weight_decay: float
+    ppo_epochs: int
+    clip_low: float
+    clip_high: float
+    kl_coef: float
+    entropy_coef: float
+    grad_clip: float
+    scope: str
+    adv_scale: str
+    weighting: WeightingConfig  # the method, its parameters and λ's SGD (repro.trainers.contract)
+    checkpoint_every: int
+    eval_every: int
+    eval_every_problems: int
+    eval_problems: int
+    eval_seed: int
+    threads: int
+    device: str
+    grader: str
+    record_groups: int
+    notes: str
 
     @property
     def method(self) -> str:
@@ -142,16 +147,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
+        types = typing.get_type_hints(cls)
+        unknown = sorted(set(d) - set(types))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(types)}")
+        missing = [k for k in types if k not in d]
+        if missing:
+            raise ValueError(f"config keys {missing} missing: a complete config is "
+                             f"repro/configs/cpu/base.yaml + tasks/<task>.yaml + methods/<method>.yaml "
+                             f"(load_cpu_config) or a run's config.yaml")
         out = {}
         for k, v in d.items():
             if k == "weighting":
+                if isinstance(v, dict):  # method and λ's SGD from the YAML too, not from defaults
+                    lam = v.get("lambda")
+                    if "method" not in v or not isinstance(lam, dict) or not {"init", "lr"} <= set(lam):
+                        raise ValueError(f"config key 'weighting' must give method and lambda: {{init, lr}} "
+                                         f"(base.yaml gives lambda, methods/<method>.yaml the method), got {v!r}")
                 out[k] = v if isinstance(v, WeightingConfig) else WeightingConfig.from_dict(v)
                 continue
-            typ = type(known[k].default)
+            typ = types[k]
             if typ is float and isinstance(v, (int, str)) and not isinstance(v, bool):
                 try:
                     v = float(v)  # YAML reads "1e-4" (no dot) as a string
@@ -419,10 +434,14 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     if (a.config is None) == (a.task is None or a.method is None) or (a.config and (a.task or a.method)):
         ap.error("give --task and --method, or --config")
-    overrides = parse_overrides(a.set)
-    cfg = (TrainConfig.from_yaml(a.config, overrides) if a.config
-           else load_cpu_config(a.task, a.method, overrides))
-    run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress, tensorboard=a.tensorboard)
+    with layers.config_errors("python -m repro.trainers.reference"):  # one line, exit code 2
+        overrides = parse_overrides(a.set)
+        cfg = (TrainConfig.from_yaml(a.config, overrides) if a.config
+               else load_cpu_config(a.task, a.method, overrides)).validate()
+    try:
+        run = train(cfg, a.out, resume=a.resume, progress=not a.no_progress, tensorboard=a.tensorboard)
+    except FileExistsError as e:  # a finished or started run in --out: one line, exit code 2
+        raise SystemExit(f"python -m repro.trainers.reference: {e}") from None
     print(f"done: {run.path} {(run.path / 'DONE').read_text().strip()}")
 
 

@@ -6,13 +6,12 @@ run the resolved config ``cfg``); ``reproduce`` prints them and starts nothing i
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
-from repro.trainers.machine import visible_gpus
+from repro.trainers.machine import cuda_problems, visible_gpus
 
 REPO = Path(__file__).resolve().parents[3]
 LOCK = REPO / "environment.lock.txt"
@@ -113,7 +112,9 @@ def machine_problems(cfg: dict) -> list[str]:
     p = cfg["paths"]
     if p.get("train_parquet") and not Path(p["train_parquet"]).exists():
         problems.append(f"training data {p['train_parquet']} not found (set DATA_SRC)")
-    if not cpu and shutil.which("nvidia-smi") is None:
-        problems.append("nvidia-smi not found (no NVIDIA driver)")
+    if not cpu:
+        # the driver against torch's CUDA (the lock's, under the CPU venv of DRY_RUN); DeepSpeed
+        # JIT-compiles FusedAdam in each actor with the nvcc torch finds
+        problems += cuda_problems(gpus_seen=n, nvcc_for="DeepSpeed's FusedAdam (JIT-compiled in each actor)")
     problems += model_problems([cfg["openrlhf"]["actor.model_name_or_path"]], target=f"reproduce-{cfg['size']}")
     return problems

@@ -84,8 +84,8 @@ def response_logprobs(model, seqs, prompt_len):
     return torch.log_softmax(logits, -1).gather(-1, seqs[:, prompt_len:, None]).squeeze(-1)
 
 
-def run(device: str = "cuda", dtype: str = "bf16", P: int = 4, G: int = 8, micro: int = 8, lam0: float = 0.7,
-        seed: int = 0) -> dict:
+def lambda_grad_check(device: str = "cuda", dtype: str = "bf16", P: int = 4, G: int = 8,
+                      micro: int = 8, lam0: float = 0.7, seed: int = 0) -> dict:
     t0 = time.time()
     dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     PolicyLoss = load_stock_policy_loss()
@@ -381,7 +381,7 @@ def main(argv=None) -> int:
     cuda = str(a.device).startswith("cuda")
     res = {"device": torch.cuda.get_device_name(0) if cuda else (platform.processor() or "cpu")}
     print("[1/4] λ gradient through the stock PolicyLoss ...", flush=True)
-    res["lambda_grad"] = run(a.device, a.dtype, **(dict(P=2, G=4, micro=3) if a.small else {}))
+    res["lambda_grad"] = lambda_grad_check(a.device, a.dtype, **(dict(P=2, G=4, micro=3) if a.small else {}))
     print(f"      ok={res['lambda_grad']['ok']} rel.diff={res['lambda_grad']['relative_difference']:.2e}", flush=True)
     print("[2/4] real DeepSpeed engine + ppo_train ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from repro.stop import SHARE_KEYS
 from repro.trainers.contract import metrics_record
 from repro.trainers.contract import rollout_stats as contract_rollout_stats
 from repro.trainers.openrlhf.weighting import as_groups, response_lengths, rollout_positions
@@ -70,7 +71,11 @@ def record_from_status(status: dict, *, rollout: int, method: str, time_s: float
         if k in _DIRECT or k in _NULLABLE or k in ("generated_samples", "ppo_clip_ratio"):
             continue
         x = _num(v)
-        if x is not None:
+        if x is None:
+            continue
+        if k.startswith("lgrpo/") and k[len("lgrpo/"):] in SHARE_KEYS:
+            extras[k[len("lgrpo/"):]] = x  # the rollout's stop shares, named as in TRL's line
+        else:
             extras.setdefault(k if k.startswith("lgrpo/") else "openrlhf/" + k, x)
     return metrics_record(
         step=int(status["lgrpo/optimizer_steps"]), rollout=int(rollout), method=method,
@@ -82,8 +87,9 @@ def record_from_status(status: dict, *, rollout: int, method: str, time_s: float
 def rollout_stats(experiences, group_size: int) -> dict:
     """Statistics of a whole rollout batch that the stock trainer does not report
     (``repro.trainers.contract.rollout_stats``): accuracy (share of rewards ``== CORRECT``),
-    longest response, and the mean over groups of the within-group covariance of response
-    length and advantage (the sign of λ's first-order gradient)."""
+    longest response, the mean over groups of the within-group covariance of response length and
+    advantage (the sign of λ's first-order gradient), and the share of responses that ended at an
+    end marker, the EOS, the token cap or otherwise (``repro.trainers.openrlhf.stop``)."""
     rewards = torch.cat([e.info["reward"].reshape(-1).float() for e in experiences])
     lengths = response_lengths(experiences)
     # per-sample advantage: sequence-level for the group estimators (constant over tokens)
@@ -92,7 +98,11 @@ def rollout_stats(experiences, group_size: int) -> dict:
     idx = rollout_positions(experiences, group_size)
     st = contract_rollout_stats(as_groups(rewards, idx, group_size), as_groups(lengths, idx, group_size),
                                 as_groups(adv, idx, group_size))
-    return {f"lgrpo/{k}": st[k] for k in ("accuracy", "response_length_max", "len_adv_cov")}
+    out = {f"lgrpo/{k}": st[k] for k in ("accuracy", "response_length_max", "len_adv_cov")}
+    if all(k in e.info for e in experiences for k in SHARE_KEYS):  # the stop seam's per-sample kinds
+        for k in SHARE_KEYS:
+            out[f"lgrpo/{k}"] = float(torch.cat([e.info[k].reshape(-1).double() for e in experiences]).mean())
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,4 +219,3 @@ def lambda_check(groups: list[dict], *, lam0: float, lr: float, scope: str) -> d
         lam.param.grad = torch.tensor(out["applied"][-1], dtype=lam.param.dtype)
         lam.step()
         out["trajectory"].append(lam.value)
-    return out

@@ -55,6 +55,7 @@ import openrlhf.trainer.ray.ppo_actor as _ppo_actor_mod
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
 
+from repro.trainers.openrlhf import stop as _stop
 from repro.trainers.openrlhf.checkpoints import rotate_hf_checkpoints
 from repro.trainers.openrlhf.metrics import (
     check_logprob_gap,
@@ -173,6 +174,7 @@ LambdaPolicyModelActor = ray.remote(num_gpus=1)(_LambdaPolicyModelActorBase)
 
 class _LambdaPPOTrainerBase(STOCK_PPO_TRAINER.__ray_actor_class__):
     def __init__(self, *args, **kwargs):
+        _stop.install()  # the stop rule, in this actor's process where the samples generator runs
         super().__init__(*args, **kwargs)
         self.lgrpo_settings = LambdaSettings.from_env()
         self.lgrpo_t0 = time.time()

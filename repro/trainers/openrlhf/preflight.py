@@ -5,7 +5,10 @@ and says how to create and activate the GPU environment, instead of a ``No modul
 traceback from deep inside the real entry point. It only looks for the packages (no import);
 ``reproduce``'s machine check then compares every installed version with environment.lock.txt.
 
-    python -m repro.trainers.openrlhf.preflight [--target reproduce-1.5b] [--python 3.11] [--no-packages]
+    python -m repro.trainers.openrlhf.preflight [--target reproduce-1.5b] [--python 3.11] [--no-packages] [--nvcc]
+
+``--nvcc`` (``make gpu-install``, before flash-attn's source build): an nvcc of the lock's CUDA major
+where torch's build helpers look for it (``repro.trainers.machine.nvcc_problems``).
 """
 from __future__ import annotations
 
@@ -43,8 +46,12 @@ def how_to_create(target: str) -> str:
     ])
 
 
-def problems(python: str | None = PYTHON, packages: bool = True) -> list[str]:
+def problems(python: str | None = PYTHON, packages: bool = True, nvcc: bool = False) -> list[str]:
     out = []
+    if nvcc:
+        from repro.trainers.machine import lock_cuda_version, nvcc_problems  # standard library only
+
+        out += nvcc_problems(lock_cuda_version(), "flash-attn's source build (FLASH_ATTENTION_FORCE_BUILD=TRUE)")
     have = f"{sys.version_info.major}.{sys.version_info.minor}"
     if python and have != python:
         out.append(f"this is Python {have} ({sys.executable}); the GPU environment is Python {python}")
@@ -60,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="reproduce-1.5b", help="the make target, for the message")
     ap.add_argument("--python", default=PYTHON, help="required major.minor ('' = any)")
     ap.add_argument("--no-packages", action="store_true", help="check the Python version only")
+    ap.add_argument("--nvcc", action="store_true", help="also check for an nvcc of the lock's CUDA major")
     a = ap.parse_args(argv)
-    found = problems(a.python or None, packages=not a.no_packages)
+    found = problems(a.python or None, packages=not a.no_packages, nvcc=a.nvcc)
     if not found:
         return 0
     print(f"make {a.target}: not in the GPU environment:", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 OpenRLHF loads ``reward_func(queries, prompts, labels)`` inside each vLLM engine actor and calls
 it from worker threads (``asyncio.to_thread``), one sample at a time. ``query`` is the decoded
-prompt + response. The reward is the paper's rule (``repro.reward``): +1 correct, -0.5 wrong but
-boxed, -1 no ``\\boxed{}``, graded by the package's grader (env ``LGRPO_GRADER``, default ``qwen``).
+prompt + response; the response is graded up to its first end marker (``repro.stop.cut``, the text
+the evaluation scores). The reward is the paper's rule (``repro.reward``): +1 correct, -0.5 wrong
+but boxed, -1 no ``\\boxed{}``, graded by the package's grader (env ``LGRPO_GRADER``, default ``qwen``).
 
 Settings, read when OpenRLHF loads this file (once per engine actor, at the start of the run):
 ``LGRPO_GRADER`` (default ``qwen``), ``LGRPO_GRADER_TIMEOUT`` seconds per answer (default 10),
@@ -27,6 +28,7 @@ import torch
 
 from repro.grading.pool import GradingPool
 from repro.reward import CORRECT, NO_BOX, reward
+from repro.stop import cut
 
 log = logging.getLogger("repro.reward_fn")
 if not log.handlers:
@@ -39,7 +41,6 @@ DEFAULT_GRADER = "qwen"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_WORKERS = 4
 
-_END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 _ASSISTANT = "<|im_start|>assistant"
 
 
@@ -81,16 +82,16 @@ pool_for(GRADER, TIMEOUT_S, WORKERS).start()
 
 
 def response_text(query: str, prompt: str) -> str:
-    """The model's response inside OpenRLHF's decoded prompt+response ``query``."""
+    """The model's response inside OpenRLHF's decoded prompt+response ``query``, up to its first
+    end marker (``repro.stop.cut``): the text the evaluation would score."""
     if prompt and query.startswith(prompt):
         resp = query[len(prompt):]
     elif _ASSISTANT in query:
-        resp = query.rsplit(_ASSISTANT, 1)[1].lstrip("\n")
+        # the prompt's own assistant header is the first one; a made-up next turn may add more
+        resp = query.split(_ASSISTANT, 1)[1].lstrip("\n")
     else:
         raise ValueError("cannot locate the response in the query (prompt prefix not found)")
-    for m in _END_MARKERS:
-        resp = resp.replace(m, "")
-    return resp
+    return cut(resp)
 
 
 def score_one(query: str, prompt: str, label, *, grader_name: str | None = None,

@@ -2,7 +2,9 @@
 
 TRL calls ``reward_func(prompts=..., completions=..., completion_ids=..., **columns)`` once per
 generation batch with the dataset's other columns as lists (here ``label``, the gold answer) and
-wants one float per completion. Each answer is graded by the package's grader
+wants one float per completion. A completion ends at the evaluation's first end marker
+(``run.apply_stop_rule``), and ``repro.reward.reward`` grades the text up to the first end marker
+too (``repro.stop.cut``). Each answer is graded by the package's grader
 (``repro.reward.reward`` with ``repro.grading``) in a worker process of
 ``repro.grading.pool.GradingPool``, so a stuck sympy call is killed at its deadline: a timed-out
 answer is boxed but not shown correct (-0.5), a grader error or crash gives -1, as in the OpenRLHF

@@ -130,8 +130,33 @@ def train_rows(cfg: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def apply_stop_rule(model, tokenizer, args) -> list[int]:
+    """The one stop rule (``repro.stop``) in TRL 1.16.0; returns the model's end ids.
+
+    The end markers that are one token of ``tokenizer`` (a base Qwen2.5: ``<|im_end|>`` 151645,
+    ``<|endoftext|>`` 151643) join ``model.generation_config.eos_token_id``, which TRL reads into
+    ``self.eos_token_ids`` (``grpo_trainer.py:409-416``): transformers' ``generate`` stops at them
+    (``generation_kwargs``, :1160) and the completion mask ends at the first of them, included
+    (:1880-1885), so the completion, its decoded text (the reward's input) and its length are
+    those the evaluation scores. With ``use_vllm`` they also go to vLLM as ``stop_token_ids`` and
+    the other markers (``</s>``) as ``stop`` strings, through ``generation_kwargs``
+    (``vllm_generation.py:662-683``), which TRL gives only to vLLM when ``use_vllm`` is set."""
+    from repro.stop import eos_token_ids, marker_token_ids, string_markers
+
+    markers = marker_token_ids(tokenizer)
+    ends = list(dict.fromkeys([*eos_token_ids(tokenizer, model.generation_config.eos_token_id), *markers]))
+    model.generation_config.eos_token_id = ends
+    if args.use_vllm and markers:
+        gk = dict(args.generation_kwargs or {})
+        gk["stop_token_ids"] = list(dict.fromkeys([*(gk.get("stop_token_ids") or []), *markers]))
+        gk["stop"] = list(dict.fromkeys([*(gk.get("stop") or []), *string_markers(tokenizer)]))
+        args.generation_kwargs = gk
+    return ends
+
+
 def build_trainer(cfg: dict, run_dir: Path, run=None, *, model=None, tokenizer=None, rows=None, cls=None):
-    """The configured ``LambdaGRPOTrainer`` (or subclass ``cls``); model and rows can be passed in."""
+    """The configured ``LambdaGRPOTrainer`` (or subclass ``cls``); model and rows can be passed in.
+    Generation stops at the evaluation's end markers (``apply_stop_rule``)."""
     from datasets import Dataset
 
     from repro.trainers.contract import WeightingConfig
@@ -145,6 +170,7 @@ def build_trainer(cfg: dict, run_dir: Path, run=None, *, model=None, tokenizer=N
     r = cfg.get("reward", {})
     reward = PaperReward(r.get("grader", "qwen"), timeout_s=float(r.get("timeout_s", 10)),
                          workers=int(r.get("workers", 4)))
+    apply_stop_rule(model, tokenizer, args)
     ds = Dataset.from_list(rows if rows is not None else train_rows(cfg))
     extra = {"task": cfg["data"]["task"]} if cfg["data"].get("task") else {}
     return (cls or LambdaGRPOTrainer)(model=model, reward_funcs=[reward], args=args, train_dataset=ds,
@@ -174,12 +200,13 @@ def machine_problems(cfg: dict, *, gpu: bool) -> list[str]:
     if (cfg.get("peft") or {}).get("enabled") and importlib.util.find_spec("peft") is None:
         out.append("peft.enabled but peft is not installed")
     if gpu:
-        from repro.trainers.machine import visible_gpus
+        from repro.trainers.machine import cuda_problems, visible_gpus
 
         mem, why = visible_gpus()
         n = len(mem)
         if why:
             out.append(why)
+        out += cuda_problems(gpus_seen=n)  # the driver against torch's CUDA (no nvcc: no DeepSpeed here)
         need = cfg.get("machine", {})
         if n < int(need.get("gpus", 1)):
             out.append(f"needs {need.get('gpus', 1)} CUDA GPU(s); this machine has {n}")
@@ -265,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="print the resolved config and the machine check")
     a = ap.parse_args(argv)
-    cfg = load_config(a.config, a.method, a.set)
+    from repro.config import config_errors
+
+    with config_errors("python -m repro.trainers.trl"):  # one line, exit code 2
+        cfg = load_config(a.config, a.method, a.set)
     if a.dry_run:
         return dry_run(cfg, gpu=bool(cfg.get("machine", {}).get("gpus", 0)))
     _, trainer = train(cfg, a.out, resume=a.resume)

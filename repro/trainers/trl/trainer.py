@@ -37,6 +37,15 @@ Also: ``_get_grad_norm`` (transformers trainer.py:2789) is read for the metrics 
 (``lgrpo_state.pt`` in each ``checkpoint-N`` folder), so a resumed run continues λ's trajectory.
 One ``repro.runs`` metrics line per optimizer step (``on_step_end``), and the same λ / f values
 go into TRL's own logs (``lgrpo/*``) for its wandb / TensorBoard reporting.
+
+Several PPO epochs (``num_iterations`` = μ > 1, allowed only with ``steps_per_generation`` equal to
+the accumulation): TRL generates once every ``steps_per_generation × μ`` micro-batches (L1538-1546)
+and trains μ optimizer steps on the same buffered slices, with ``old_per_token_logps`` taken at
+generation (L2642-2655), so each of those steps holds exactly one whole generation batch and its
+loss is Eq. 7 with ratios ρ ≠ 1 after the first. A step without a new generation batch reports the
+rollout statistics of the batch it trains on and its epoch (``iteration``, 1..μ) on the metrics line.
+A run resumed from a checkpoint inside a batch's μ epochs regenerates (TRL's buffer is empty after a
+restart, L1539-1540): every step stays exact, the trajectory is not the uninterrupted run's (warned).
 """
 from __future__ import annotations
 
@@ -51,6 +60,7 @@ from trl import GRPOTrainer
 
 from repro.objective import eq3_group_advantages
 from repro.runs import validate_record
+from repro.stop import SHARE_KEYS, STOP_KINDS, eos_token_ids, marker_token_ids, stop_kind, stop_shares
 from repro.trainers.contract import GroupInfo, WeightingConfig, WeightingState, metrics_record, rollout_stats
 from repro.trainers.trl.options import SCALE_REWARDS, check_config, check_trainer, check_window, vllm_is_note
 
@@ -99,6 +109,7 @@ class LambdaGRPOTrainer(GRPOTrainer):
         self.lgrpo_elapsed0 = 0.0
         self.lgrpo_t0 = time.time()
         self._lgrpo_reset_window()
+        self._lgrpo_trained = None  # (rollout stats, epoch) of the generation batch the last step trained on
         self._lgrpo_rewards = None
         self.add_callback(_StepEnd(self))
 
@@ -146,9 +157,19 @@ class LambdaGRPOTrainer(GRPOTrainer):
         out[GROUP_LEN_KEY] = groups[gidx // G]
         out[GROUP_POS_KEY] = gidx % G
         self.lgrpo_rollouts += 1
-        self.lgrpo_window["rollouts"].append(rollout_stats(
-            rewards.view(-1, G).cpu(), groups.cpu(), adv_all.view(-1, G).cpu(), all_trunc.cpu()))
+        self.lgrpo_window["rollouts"].append({**rollout_stats(
+            rewards.view(-1, G).cpu(), groups.cpu(), adv_all.view(-1, G).cpu(), all_trunc.cpu()),
+            **self._lgrpo_stop_shares(ids, local_len, local_trunc)})
         return out
+
+    def _lgrpo_stop_shares(self, ids, lengths, truncated) -> dict:
+        """How this generation batch's completions ended (``repro.stop.stop_shares``, all processes)."""
+        tok = self.processing_class
+        markers, eos = marker_token_ids(tok), eos_token_ids(tok)
+        codes = torch.tensor([STOP_KINDS.index(stop_kind(ids[i, :int(lengths[i])].tolist(), marker_ids=markers,
+                                                         eos_ids=eos, truncated=bool(truncated[i])))
+                              for i in range(ids.shape[0])], device=ids.device)
+        return stop_shares([STOP_KINDS[int(c)] for c in self.accelerator.gather(codes).cpu()])
 
     # ------------------------------------------------------------------------------------------
     # seam 2: the weighted, group-normalised loss
@@ -196,10 +217,17 @@ class LambdaGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------------------------
     def lgrpo_step_end(self) -> None:
         w = self.lgrpo_window
-        if not w["rollouts"]:
-            raise RuntimeError("an optimizer step without a generation batch")
-        ro = {k: sum(r[k] for r in w["rollouts"]) / len(w["rollouts"]) for k in w["rollouts"][0]}
-        ro["response_length_max"] = max(r["response_length_max"] for r in w["rollouts"])
+        rollouts, epoch = w["rollouts"], 1
+        if not rollouts:  # another PPO epoch over the last generation batch (num_iterations > 1)
+            if self.num_iterations == 1 or self._lgrpo_trained is None:
+                raise RuntimeError("an optimizer step without a generation batch")
+            rollouts, epoch = self._lgrpo_trained[0], self._lgrpo_trained[1] + 1
+            if epoch > self.num_iterations:
+                raise RuntimeError(f"{epoch} optimizer steps on one generation batch, num_iterations = "
+                                   f"{self.num_iterations}")
+        self._lgrpo_trained = (rollouts, epoch)
+        ro = {k: sum(r[k] for r in rollouts) / len(rollouts) for k in rollouts[0]}
+        ro["response_length_max"] = max(r["response_length_max"] for r in rollouts)
         if self.lgrpo.optimizer_steps != self.state.global_step:
             raise RuntimeError(f"λ took {self.lgrpo.optimizer_steps} steps, the model {self.state.global_step}")
         gn = self.lgrpo_grad_norm
@@ -209,7 +237,8 @@ class LambdaGRPOTrainer(GRPOTrainer):
             stats=ro, entropy=sum(w["entropy"]) / len(w["entropy"]), kl=None,
             clip_ratio=sum(w["clip"]) / len(w["clip"]), grad_norm=None if gn is None else float(gn),
             time_s=self.lgrpo_elapsed0 + time.time() - self.lgrpo_t0,
-            extras={"trainer": "trl", "learning_rate": float(self._get_learning_rate()), **self.lgrpo_extra})
+            extras={"trainer": "trl", "learning_rate": float(self._get_learning_rate()), "iteration": epoch,
+                    **{k: ro[k] for k in SHARE_KEYS}, **self.lgrpo_extra})
         validate_record(rec)
         self.lgrpo_records.append(rec)
         for k in ("lambda", "lambda_grad", "f_mean", "f_std", "f_min", "f_max", "accuracy", "len_adv_cov"):
@@ -251,6 +280,10 @@ class LambdaGRPOTrainer(GRPOTrainer):
                                     "so λ and its SGD state cannot be restored")
         state = torch.load(path, weights_only=True, map_location="cpu")
         self.lgrpo_load_state(state)
+        if self.num_iterations > 1 and int(state["step"]) % self.num_iterations:
+            warnings.warn(f"resuming at step {state['step']}, inside a generation batch's {self.num_iterations} "
+                          "PPO epochs: TRL samples new completions for the remaining epochs, so the run does not "
+                          "retrace the uninterrupted one (each step's loss and λ stay exact)", stacklevel=2)
         if self.lgrpo_run is not None and self.accelerator.is_main_process:
             self.lgrpo_run.truncate_metrics(int(state["step"]))
 

@@ -12,7 +12,7 @@ Golds are drawn weighted toward non-integer answers. Responses avoid the generat
 of the qwen prompt types (``assistant``, ``user``, ``_end``, ``_start``), since such text never
 reaches the grader in a real evaluation.
 
-Used by ``python -m repro.grading.differential`` (which records the original grader's verdicts),
+Used by ``python -m repro.fidelity.differential`` (which records the original grader's verdicts),
 by its test and by ``make bench``; not used by the evaluation itself.
 """
 from __future__ import annotations
