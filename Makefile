@@ -12,7 +12,7 @@ DATA_SRC ?= ../shared/data
 METHOD ?= all
 RUNS ?= runs
 
-.PHONY: help venv engines lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b pretrain gpu-wheels gpu-check clean
+.PHONY: help venv engines lock gpu-install demo test bench grader-corpus grader-agreement data eval artifacts ablation-cpu lab reproduce-cpu reproduce-1gpu reproduce-1.5b reproduce-3b reproduce-7b reproduce-tiny models pretrain gpu-wheels gpu-check clean
 
 # the menu: `target: deps  ## [cpu|gpu|maintenance] what it does (time)`, grouped in that order
 help:
@@ -77,7 +77,7 @@ demo: venv  ## [cpu] the main job: GRPO, DAPO, λ-GRPO on the CPU task -> runs/d
 
 # The suite in .venv; then, where the engine venv exists (make engines), the OpenRLHF tests again
 # in it, with the real vLLM and Ray, and the whole-path engine tests (skipped in .venv).
-ENGINE_TESTS := tests/test_openrlhf_cpu_engines.py tests/test_openrlhf_launch.py tests/test_openrlhf_seams.py tests/test_engines_stop.py
+ENGINE_TESTS := tests/test_openrlhf_cpu_engines.py tests/test_openrlhf_launch.py tests/test_openrlhf_seams.py tests/test_engines_stop.py tests/test_engines_eval_vllm.py
 test: venv  ## [cpu] the test suite (pytest; 7.5-9 min on a fresh clone incl. the venv; + the engine tests where .venv-engines exists)
 	$(VPY) -m pytest
 	@if [ -x $(VENV_ENG)/bin/python ]; then \
@@ -145,16 +145,35 @@ pretrain: venv  ## [maintenance] re-make the committed tiny model repro/assets/t
 GPU_PY ?= python
 PREFLIGHT = @command -v $(GPU_PY) >/dev/null || { echo "make $@: no '$(GPU_PY)' on PATH: conda activate lambda-grpo-gpu (environment.yml) or set GPU_PY" >&2; exit 2; }; \
 	$(GPU_PY) -m repro.trainers.openrlhf.preflight --target $@
-reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)  ## [gpu] paper scale, OpenRLHF on 4-8 GPUs (METHOD=grpo|dapo|lambda|all; DRY_RUN=1)
+# NODES=N: N nodes of the size's GPUs each (GPUS_PER_NODE=G overrides that count); vLLM engines =
+# nodes x GPUs / TP. On a Slurm cluster: scripts/slurm/reproduce.sbatch (Ray head + workers).
+NODES ?=
+GPUS_PER_NODE ?=
+MACHINE_FLAGS = $(if $(NODES),--nodes $(NODES),) $(if $(GPUS_PER_NODE),--gpus-per-node $(GPUS_PER_NODE),)
+reproduce-1.5b reproduce-3b reproduce-7b: $(if $(DRY_RUN),venv,)  ## [gpu] paper scale, OpenRLHF on 4-8 GPUs (METHOD=grpo|dapo|lambda|all; NODES=N; DRY_RUN=1)
 	$(if $(DRY_RUN),,$(PREFLIGHT))
-	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
+	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.openrlhf.reproduce --size $(subst reproduce-,,$@) --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
+
+# The same pipeline on one CPU machine: the committed tiny Qwen2 on the package's own task,
+# the stock train_ppo_ray with the λ patches through a local Ray cluster with logical GPUs, vLLM's CPU
+# build, DeepSpeed on CPU; then repro.eval (vLLM backend) and the comparison, under RUNS/reproduce-tiny/.
+# In the engine venv (make engines, built first), with its CPU shims on; DRY_RUN=1 runs in .venv.
+TINY_METHOD ?= dapo,lambda
+reproduce-tiny: $(if $(DRY_RUN),venv,engines)  ## [cpu] the paper path whole on CPU: tiny Qwen2, Ray + vLLM + DeepSpeed, eval, comparison (RUNS/reproduce-tiny)
+	$(if $(DRY_RUN),,LGRPO_CPU_ENGINES=1) $(if $(DRY_RUN),$(VPY),$(VENV_ENG)/bin/python) -m repro.trainers.openrlhf.reproduce --size tiny --method $(TINY_METHOD) --runs $(RUNS) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
+
+# Fill the Hugging Face cache with the models of make reproduce-$(SIZE) (tiny|1.5b|3b|7b|1gpu) before
+# any run: training reads them offline (HF_HUB_OFFLINE=1); the machine check says when one is missing.
+SIZE ?= 1.5b
+models: venv  ## [gpu] fetch the models of reproduce-$(SIZE) into the Hugging Face cache before any run (SIZE=1.5b|3b|7b|1gpu|tiny)
+	$(VPY) -m repro.trainers.openrlhf.reproduce models --size $(SIZE)
 
 # The one-GPU path: TRL 1.16.0's GRPOTrainer with the λ seams (repro/trainers/trl),
 # Qwen2.5-1.5B on one 80 GB GPU (recipe repro/configs/trl/qwen2.5-1.5b-1gpu.yaml): prompts, training,
 # repro.eval on the 8 benchmarks, the Table 1 comparison. In the GPU environment (its lock holds
 # trl 1.16.0); DRY_RUN=1 needs no GPU and uses the CPU .venv.
 reproduce-1gpu: $(if $(DRY_RUN),venv,)  ## [gpu] Qwen2.5-1.5B on one 80 GB GPU through TRL (METHOD=...; DRY_RUN=1)
-	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.trl.reproduce --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(if $(DRY_RUN),--dry-run,)
+	$(if $(DRY_RUN),$(VPY),$(GPU_PY)) -m repro.trainers.trl.reproduce --method $(METHOD) --runs $(RUNS) --data-src $(DATA_SRC) $(MACHINE_FLAGS) $(if $(DRY_RUN),--dry-run,)
 
 # The one-GPU check (repro/trainers/openrlhf/gpu_check.py), offline, < 8 min on one H200.
 # Here: `make gpu-wheels` puts DeepSpeed (built from its sdist), OpenRLHF and their small

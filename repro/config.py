@@ -171,7 +171,13 @@ def paper_layers(size: str, method: str) -> list[Path]:
 
 
 def paper_sizes() -> list[str]:
-    return sorted((p.stem for p in (PAPER_DIR / "sizes").glob("*.yaml")), key=lambda s: float(s.rstrip("b")))
+    def key(s):  # by parameter count; sizes without a number (tiny) first
+        try:
+            return (1, float(s.rstrip("b")))
+        except ValueError:
+            return (0, 0.0)
+
+    return sorted((p.stem for p in (PAPER_DIR / "sizes").glob("*.yaml")), key=key)
 
 
 def paper_methods() -> list[str]:

@@ -353,7 +353,7 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
                 "qwen": {"benchmarks": accs, "average": 50.0}}})
 
     monkeypatch.setattr(reproduce, "machine_problems", lambda cfg: [])
-    monkeypatch.setattr(reproduce, "run_cmd", fake_run)
+    monkeypatch.setattr(reproduce.pipeline, "run_cmd", fake_run)
     monkeypatch.setattr(reproduce, "PROMPTS_FILE", str(tmp_path / "prompts.{template}.jsonl"))
     monkeypatch.setattr(reproduce, "REPO", tmp_path)  # paper_artifacts/ output goes here
     (tmp_path / "paper_artifacts").mkdir()
@@ -366,7 +366,7 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
     assert rc == 0
     assert [c[0] for c in calls] == ["repro.trainers.openrlhf.reproduce", "repro.trainers.openrlhf.launch",
                                      "repro.eval", "repro.trainers.openrlhf.launch", "repro.eval"]
-    assert calls[1][1] == {"LGRPO_GRADER": "qwen", "LGRPO_GRADER_TIMEOUT": "10"}
+    assert calls[1][1] == {"LGRPO_GRADER": "qwen", "LGRPO_GRADER_TIMEOUT": "10", "HF_HUB_OFFLINE": "1"}
     for m in ("dapo", "lambda"):
         rd = runs.Run(tmp_path / "runs" / "openrlhf" / f"qwen2.5-3b-{m}-seed42")
         assert rd.is_done() and rd.meta()["method"] == m and rd.config()["lgrpo"]["method"] == m

@@ -271,7 +271,8 @@ def test_vllm_backend_calls(monkeypatch):
             ids = {"<|im_end|>": [151645], "<|endoftext|>": [151643]}
             return types.SimpleNamespace(encode=lambda s, add_special_tokens=True: ids.get(s, [1, 2]))
 
-        def generate(self, prompts, sp):
+        def generate(self, prompts, sp, use_tqdm=True):
+            assert len(sp) == len(prompts)  # one SamplingParams per prompt (its own seed)
             n = calls["sp"][-1]["n"]
             return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{k}</s>x")
                                                    for k in range(n)]) for p in prompts]
@@ -283,6 +284,9 @@ def test_vllm_backend_calls(monkeypatch):
     out = be.generate(["p", "q"], n=3, temperature=0.0, top_p=0.95, max_tokens=7, stop=["</s>"])
     assert out == [["p-0"] * 3, ["q-0"] * 3]
     assert calls["sp"][-1] == dict(n=1, temperature=0.0, top_p=1.0, max_tokens=7, stop=["</s>"],
-                                   stop_token_ids=[151645, 151643])
+                                   stop_token_ids=[151645, 151643], seed=None)
     out = be.generate(["p"], n=2, temperature=1.0, top_p=0.95, max_tokens=7, stop=["</s>"])
     assert out == [["p-0", "p-1"]] and calls["sp"][-1]["top_p"] == 0.95
+    # each sampled prompt's seed depends on (seed, prompt) only
+    assert calls["sp"][-1]["seed"] == B.request_seed(3, "p") != B.request_seed(3, "q") != B.request_seed(4, "q")
+    assert calls["llm"]["enforce_eager"] is (not __import__("torch").cuda.is_available())

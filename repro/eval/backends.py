@@ -3,7 +3,8 @@
     backend.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_tokens=..., stop=None)
         -> list[list[str]]      # n completions per prompt, in order, stop strings cut off
 
-* ``VLLMBackend``: vLLM on GPUs (the default when ``vllm`` imports and CUDA is present).
+* ``VLLMBackend``: vLLM on GPUs (the default when ``vllm`` imports and CUDA is present), or vLLM's
+  CPU build (chosen with ``backend="vllm"``); each sampled prompt carries its own seed.
 * ``HFBackend``: Hugging Face transformers on CPU (or any torch device): left-padded batches,
   ``model.generate`` with its KV cache, stop strings checked on the decoded tail of every
   sequence. It takes a model path, or a model object plus any tokenizer with ``encode``/``decode``
@@ -183,17 +184,36 @@ class HFBackend:
 # ---------------------------------------------------------------------------------------------
 # vLLM
 # ---------------------------------------------------------------------------------------------
+def request_seed(seed: int, prompt: str) -> int:
+    """The sampling seed of one prompt: fixed by (seed, prompt text) alone, so a prompt's n samples
+    are the same whatever else is in the call, in a fresh engine or a used one (a resumed
+    evaluation, another chunking, a second call), as the ``CachedGenerator`` resume needs."""
+    import hashlib
+
+    h = hashlib.sha256(f"{int(seed)}\x00{prompt}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
 class VLLMBackend:
+    """vLLM's ``LLM``: on GPUs, or on a CPU through vLLM's CPU build (``make engines``), where it
+    runs eagerly (no CUDA graphs; ``enforce_eager`` defaults to "no CUDA here") and the KV cache is
+    ``gpu_memory_utilization`` x RAM (keep it small: 0.05 is about 1 GiB on 24 GiB).
+
+    Greedy requests ignore the seed; sampled ones carry ``request_seed(seed, prompt)`` each."""
     name = "vllm"
 
     def __init__(self, model: str, *, seed: int = 0, dtype: str = "auto",
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, enforce_eager: bool | None = None):
+        import torch
         from vllm import LLM
 
+        if enforce_eager is None:
+            enforce_eager = not torch.cuda.is_available()
+        self.seed = int(seed)
         kw = dict(model=str(model), seed=seed, dtype=dtype,
                   tensor_parallel_size=tensor_parallel_size,
-                  gpu_memory_utilization=gpu_memory_utilization)
+                  gpu_memory_utilization=gpu_memory_utilization, enforce_eager=bool(enforce_eager))
         if max_model_len:
             kw["max_model_len"] = max_model_len
         try:
@@ -210,10 +230,13 @@ class VLLMBackend:
         # stop_token_ids: the end markers that are one token (repro.stop, SimpleRL-Zoo's
         # [151645, 151643] for Qwen2.5); vLLM checks stop strings on text decoded without special
         # tokens, so the string "<|im_end|>" alone never stops it
-        sp = SamplingParams(n=1 if greedy else n, temperature=float(temperature),
-                            top_p=1.0 if greedy else float(top_p), max_tokens=int(max_tokens),
-                            stop=list(stop or []), stop_token_ids=marker_token_ids(self.llm.get_tokenizer()))
-        results = self.llm.generate(list(prompts), sp)
+        stop_ids = marker_token_ids(self.llm.get_tokenizer())
+        params = [SamplingParams(n=1 if greedy else n, temperature=float(temperature),
+                                 top_p=1.0 if greedy else float(top_p), max_tokens=int(max_tokens),
+                                 stop=list(stop or []), stop_token_ids=stop_ids,
+                                 seed=None if greedy else request_seed(self.seed, p))
+                  for p in prompts]
+        results = self.llm.generate(list(prompts), params, use_tqdm=False)
         out = []
         for r in results:
             texts = [cut_at_stop(o.text, stop) for o in r.outputs]
@@ -236,7 +259,7 @@ def make_backend(model: str, backend: str = "auto", **kw) -> Backend:
         backend = "vllm" if vllm_available() else "hf"
     if backend == "vllm":
         keep = {k: kw[k] for k in ("seed", "dtype", "tensor_parallel_size",
-                                   "gpu_memory_utilization", "max_model_len") if k in kw}
+                                   "gpu_memory_utilization", "max_model_len", "enforce_eager") if k in kw}
         return VLLMBackend(model, **keep)
     if backend == "hf":
         keep = {k: kw[k] for k in ("batch_size", "device", "seed", "progress") if k in kw}

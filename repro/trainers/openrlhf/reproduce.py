@@ -1,16 +1,21 @@
-"""``make reproduce-1.5b|3b|7b [METHOD=grpo|dapo|lambda|dr_grpo|all] [DRY_RUN=1]``.
+"""``make reproduce-tiny|1.5b|3b|7b [METHOD=...] [NODES=N] [GPUS_PER_NODE=G] [DRY_RUN=1]``.
 
-For each method: check the machine, prepare the training prompts, train with OpenRLHF 0.11.2
-through ``repro.trainers.openrlhf.launch``, evaluate the final checkpoint on the 8 benchmarks with
-``python -m repro.eval``, and write the comparison with the paper's Table 1 into the run folders'
-parent and ``paper_artifacts/``.
+The OpenRLHF command builder of the one reproduce pipeline (``repro.trainers.reproduce``: machine
+check, prompts, train, checkpoint, ``repro.eval``, comparison). Per method it composes the config
+(``repro/configs/paper/base.yaml`` + ``sizes/<size>.yaml`` + ``methods/<method>.yaml``), fills in
+what follows from it (nodes, GPUs per node, vLLM engines = nodes x GPUs / TP, the model, the
+seed, the ``--lgrpo.*`` flags, the paths) and builds the commands: the prompt file, training with
+OpenRLHF 0.11.2 through ``repro.trainers.openrlhf.launch`` (the stock ``train_ppo_ray`` with the λ
+patches), ``python -m repro.eval`` (vLLM backend) on the final checkpoint.
 
 ``--dry-run`` needs no GPU: it prints the machine check (without failing), the resolved config
-and the exact commands, and checks the training command with the installed OpenRLHF parser
-(``cli_check``) when openrlhf is installed.
+and the exact commands, checks the training command with the installed OpenRLHF parser
+(``cli_check``) and the launcher's batch layout, and runs OpenRLHF's own placement and
+colocation code (``placement``) on the declared nodes.
 
-This module is the orchestration (configs -> commands -> steps in order); the machine check is
-``environment``, the prompt preparation ``prompts``.
+``tiny`` is the whole path on one CPU machine (the engine venv, ``make engines``): the committed
+tiny Qwen2, prompts of the package's own task, a local Ray cluster with logical GPUs, vLLM's CPU
+build, DeepSpeed on CPU.
 """
 from __future__ import annotations
 
@@ -18,22 +23,23 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from repro import config as layers
 from repro.objective import METHODS
-from repro.paper import TABLE1_METHODS  # the methods Table 1 trains; dr_grpo is an extra
-from repro.trainers.openrlhf.environment import machine_problems  # noqa: F401  (reproduce.machine_problems)
-from repro.trainers.openrlhf.prompts import PROMPTS_FILE, prepare_prompts, prompt_manifest_path
+from repro.paper import TABLE1_METHODS, TABLE1_SIZES  # the methods Table 1 trains; dr_grpo is an extra
+from repro.trainers import reproduce as pipeline
+from repro.trainers.openrlhf.environment import machine_problems
+from repro.trainers.openrlhf.prompts import (PROMPTS_FILE, TASK_PROMPTS_FILE, prepare_prompts,  # noqa: F401
+                                             prepare_task_prompts, prompt_manifest_path)
 from repro.trainers.openrlhf.settings import LambdaSettings, to_flags
 
 REPO = Path(__file__).resolve().parents[3]
-SIZES = tuple(layers.paper_sizes())  # repro/configs/paper/sizes/
+ALL_SIZES = tuple(layers.paper_sizes())  # repro/configs/paper/sizes/
+SIZES = tuple(s for s in ALL_SIZES if s.upper() in TABLE1_SIZES)  # the sizes of Table 1
 ALL_METHODS = tuple(m for m in METHODS if m in layers.paper_methods())  # with a paper config
+run_cmd = pipeline.run_cmd
 
 
 # ----------------------------------------------------------------------------------------------
@@ -41,9 +47,9 @@ ALL_METHODS = tuple(m for m in METHODS if m in layers.paper_methods())  # with a
 # ----------------------------------------------------------------------------------------------
 def config_files(size: str, method: str) -> list[Path]:
     """``repro/configs/paper/base.yaml``, ``sizes/<size>.yaml``, ``methods/<method>.yaml``."""
-    if size not in SIZES or method not in ALL_METHODS:
+    if size not in ALL_SIZES or method not in ALL_METHODS:
         raise FileNotFoundError(f"no paper config for size {size!r}, method {method!r} "
-                                f"(sizes {SIZES}, methods {ALL_METHODS})")
+                                f"(sizes {ALL_SIZES}, methods {ALL_METHODS})")
     return layers.paper_layers(size, method)
 
 
@@ -53,15 +59,23 @@ def _shown(files: list[Path]) -> str:
 
 
 # OpenRLHF flags that follow from other settings, filled in here so that each is written once
-DERIVED_FLAGS = ("actor.model_name_or_path", "train.seed", "actor.num_gpus_per_node",
-                 "ref.num_gpus_per_node", "vllm.num_engines")
+DERIVED_FLAGS = ("actor.model_name_or_path", "train.seed", "actor.num_nodes", "ref.num_nodes",
+                 "actor.num_gpus_per_node", "ref.num_gpus_per_node", "vllm.num_engines")
 
 
-def load_config(size: str, method: str) -> dict:
+def model_path(model: str) -> str:
+    """A model folder of this repository (``repro/assets/tiny-sum``) as an absolute path (every
+    Ray worker reads it); a Hugging Face id as it is."""
+    p = REPO / model
+    return str(p.resolve()) if not Path(model).is_absolute() and p.is_dir() else str(model)
+
+
+def load_config(size: str, method: str, machine: dict | None = None) -> dict:
     """The composed config of (size, method), with ``name``, ``size``, ``method``, the derived
-    OpenRLHF flags and ``lgrpo`` (the ``--lgrpo.*`` settings) filled in."""
+    OpenRLHF flags and ``lgrpo`` (the ``--lgrpo.*`` settings) filled in. ``machine`` overrides
+    ``machine.nodes`` / ``machine.gpus`` (``NODES`` / ``GPUS_PER_NODE``)."""
     files = config_files(size, method)
-    cfg = layers.compose(files)
+    cfg = layers.compose(files, {"machine": {k: v for k, v in (machine or {}).items() if v is not None}})
     where = _shown(files)
     for key in ("model", "seed", "machine", "weighting", "scope", "openrlhf", "data", "reward", "eval"):
         if key not in cfg:
@@ -71,13 +85,20 @@ def load_config(size: str, method: str) -> dict:
     o = cfg["openrlhf"]
     twice = [k for k in DERIVED_FLAGS if k in o]
     if twice:
-        raise ValueError(f"{where}: {twice} are derived from model / seed / machine.gpus; do not set them")
-    gpus, tp = int(cfg["machine"]["gpus"]), int(o["vllm.tensor_parallel_size"])
-    if gpus % tp:
-        raise ValueError(f"{where}: machine.gpus {gpus} is not a multiple of vllm.tensor_parallel_size {tp}")
-    o.update({"actor.model_name_or_path": cfg["model"], "train.seed": cfg["seed"],
-              "actor.num_gpus_per_node": gpus, "ref.num_gpus_per_node": gpus, "vllm.num_engines": gpus // tp})
-    out = {"name": f"qwen2.5-{size}-{method}", "size": size, "method": method, **cfg}
+        raise ValueError(f"{where}: {twice} are derived from model / seed / machine.nodes / machine.gpus; "
+                         "do not set them")
+    nodes, gpus, tp = int(cfg["machine"].get("nodes", 1)), int(cfg["machine"]["gpus"]), int(o["vllm.tensor_parallel_size"])
+    if nodes < 1 or gpus < 1:
+        raise ValueError(f"{where}: machine.nodes {nodes} and machine.gpus {gpus} must be >= 1")
+    if (nodes * gpus) % tp:
+        raise ValueError(f"{where}: machine.nodes x machine.gpus = {nodes * gpus} GPUs is not a multiple of "
+                         f"vllm.tensor_parallel_size {tp}")
+    o.update({"actor.model_name_or_path": model_path(cfg["model"]), "train.seed": cfg["seed"],
+              "actor.num_nodes": nodes, "ref.num_nodes": nodes,
+              "actor.num_gpus_per_node": gpus, "ref.num_gpus_per_node": gpus,
+              "vllm.num_engines": nodes * gpus // tp})
+    name = f"{size}-{method}" if cfg["machine"].get("cpu") else f"qwen2.5-{size}-{method}"
+    out = {"name": name, "size": size, "method": method, **cfg}
     out["lgrpo"] = json.loads(settings_of(out).to_json())  # the --lgrpo.* flags, as the run records them
     return out
 
@@ -87,8 +108,8 @@ def methods_of(arg: str) -> list[str]:
         return list(TABLE1_METHODS)
     out = [m.strip() for m in arg.split(",") if m.strip()]
     bad = [m for m in out if m not in ALL_METHODS]
-    if bad:
-        raise SystemExit(f"unknown METHOD {bad}; use one of {ALL_METHODS} or all")
+    if bad or not out:
+        raise SystemExit(f"unknown METHOD {bad or arg!r}; use one of {ALL_METHODS} or all")
     return out
 
 
@@ -109,21 +130,33 @@ def flags_from(openrlhf: dict) -> list[str]:
     return argv
 
 
+def prompts_path(cfg: dict) -> Path:
+    d = cfg["data"]
+    if d.get("task"):
+        rel = TASK_PROMPTS_FILE.format(task=d["task"], n=d["prompts"], batch=rollout_batch(cfg), seed=cfg["seed"])
+    else:
+        rel = PROMPTS_FILE.format(template=d["template"], batch=rollout_batch(cfg), seed=cfg["seed"])
+    return (REPO / rel).resolve()
+
+
 def resolve(cfg: dict, runs: Path, data_src: Path) -> dict:
     """The config with every path filled in: what the run folder's config.yaml records."""
     cfg = json.loads(json.dumps(cfg))  # deep copy
-    run_dir = (runs / "openrlhf" / f"{cfg['name']}-seed{cfg['seed']}").resolve()
-    prompts = (REPO / PROMPTS_FILE.format(template=cfg["data"]["template"], batch=rollout_batch(cfg),
-                                          seed=cfg["seed"])).resolve()
+    root = (runs / "openrlhf").resolve() if not cfg["machine"].get("cpu") else (runs / f"reproduce-{cfg['size']}").resolve()
+    run_dir = root / f"{cfg['name']}-seed{cfg['seed']}"
     cfg["paths"] = {
         "run_dir": str(run_dir),
-        "train_parquet": str((data_src / cfg["data"]["train"]).resolve()),
-        "prompts_jsonl": str(prompts),
+        "prompts_jsonl": str(prompts_path(cfg)),
         "final_model": str(run_dir / "final"),
         "eval_dir": str(run_dir / "eval"),
+        "data_src": str(Path(data_src).resolve()),
     }
+    if not cfg["data"].get("task"):
+        cfg["paths"]["train_parquet"] = str((Path(data_src) / cfg["data"]["train"]).resolve())
+    if cfg["eval"].get("base"):  # the start checkpoint, evaluated once per size: Table 1's Base row
+        cfg["paths"]["base_eval_dir"] = str(root / "base" / "eval")
     o = cfg["openrlhf"]
-    o["data.prompt_dataset"] = str(prompts)
+    o["data.prompt_dataset"] = cfg["paths"]["prompts_jsonl"]
     o["data.input_key"] = "prompt"
     o["data.label_key"] = "label"
     o["reward.remote_url"] = str(Path(__file__).resolve().parent / "reward_fn.py")
@@ -146,81 +179,47 @@ def settings_of(cfg: dict) -> LambdaSettings:
                                       run_dir=cfg.get("paths", {}).get("run_dir"))
 
 
-def commands(cfg: dict, data_src: Path, python: str = "python") -> dict[str, list[str]]:
-    p = cfg["paths"]
-    return {
-        "prepare_prompts": [python, "-m", "repro.trainers.openrlhf.reproduce", "prepare-prompts",
-                            "--parquet", p["train_parquet"], "--out", p["prompts_jsonl"],
-                            "--template", cfg["data"]["template"],
-                            "--question-key", cfg["data"]["question_key"],
-                            "--answer-key", cfg["data"]["answer_key"],
-                            "--multiple-of", str(rollout_batch(cfg)), "--seed", str(cfg["seed"])],
+def eval_command(cfg: dict, model: str, out: str, python: str) -> list[str]:
+    """``python -m repro.eval`` on ``model`` with the vLLM backend: the 8 benchmarks against Table 1's
+    block of this size, or (a size Table 1 does not have) the sets ``eval.benchmarks`` names, e.g.
+    the CPU task's ``sum_heldout``; the other ``eval.*`` settings become its flags."""
+    e, p = cfg["eval"], cfg["paths"]
+    cmd = [python, "-m", "repro.eval", "--model", model, "--benchmarks", str(e["benchmarks"]), "--out", out,
+           "--backend", "vllm"]
+    if cfg["size"] in SIZES:
+        cmd += ["--data-src", p["data_src"], "--paper-size", cfg["size"].upper()]
+    for key, flag in (("heldout_problems", "--heldout-problems"), ("limit", "--limit"),
+                      ("max_tokens", "--max-tokens"), ("gpu_memory_utilization", "--gpu-memory-utilization")):
+        if e.get(key) is not None:
+            cmd += [flag, str(e[key])]
+    return cmd
+
+
+def commands(cfg: dict, data_src: Path | None = None, python: str = "python") -> dict[str, list[str]]:
+    p, d = cfg["paths"], cfg["data"]
+    prep = [python, "-m", "repro.trainers.openrlhf.reproduce", "prepare-prompts", "--out", p["prompts_jsonl"],
+            "--multiple-of", str(rollout_batch(cfg)), "--seed", str(cfg["seed"])]
+    if d.get("task"):
+        prep += ["--task", str(d["task"]), "--n", str(d["prompts"])]
+    else:
+        prep += ["--parquet", p["train_parquet"], "--template", d["template"],
+                 "--question-key", d["question_key"], "--answer-key", d["answer_key"]]
+    out = {
+        "prepare_prompts": prep,
         "train": [python, "-m", "repro.trainers.openrlhf.launch", *to_flags(settings_of(cfg)),
                   *flags_from(cfg["openrlhf"])],
-        "eval": [python, "-m", "repro.eval", "--model", p["final_model"], "--benchmarks",
-                 str(cfg["eval"]["benchmarks"]), "--out", p["eval_dir"], "--backend", "vllm",
-                 "--data-src", str(data_src), "--paper-size", cfg["size"].upper()],
+        "eval": eval_command(cfg, p["final_model"], p["eval_dir"], python),
     }
+    if "base_eval_dir" in p:
+        out["eval_base"] = eval_command(cfg, cfg["openrlhf"]["actor.model_name_or_path"], p["base_eval_dir"], python)
+    return out
 
 
 def train_env(cfg: dict) -> dict[str, str]:
-    return {"LGRPO_GRADER": str(cfg["reward"]["grader"]), "LGRPO_GRADER_TIMEOUT": str(cfg["reward"]["timeout_s"])}
-
-
-# ----------------------------------------------------------------------------------------------
-# steps
-# ----------------------------------------------------------------------------------------------
-def run_cmd(cmd: list[str], env: dict | None = None) -> None:
-    print("+ " + shlex.join(cmd), flush=True)
-    res = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=REPO)
-    if res.returncode:
-        raise SystemExit(f"step failed (exit {res.returncode}): {shlex.join(cmd)}")
-
-
-def comparison_table(size: str, run_dirs: dict[str, Path]):
-    """Per method: the paper's Table 1 row for this size, this reproduction's scores (primary
-    grader of ``eval/scores.json``, accuracy in %) and the difference; a method without scores
-    gets a row saying so (``repro.paper.comparison_frame``)."""
-    from repro import paper
-    from repro.runs import Run
-
-    table = paper.load_table1(REPO / "paper_artifacts" / "table1_paper.csv")
-    return paper.comparison_frame([({"method": m}, Run(rd).eval_scores()) for m, rd in run_dirs.items()],
-                                  size, table)
-
-
-# ----------------------------------------------------------------------------------------------
-# main
-# ----------------------------------------------------------------------------------------------
-def dry_run(size: str, methods: list[str], runs: Path, data_src: Path) -> int:
-    print(f"# DRY RUN: make reproduce-{size} METHOD={','.join(methods)} (nothing is started)")
-    for m in methods:
-        cfg = resolve(load_config(size, m), runs, data_src)
-        print(f"\n## {cfg['name']}  ({_shown(config_files(size, m))})")
-        problems = machine_problems(cfg)
-        print("### machine check: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
-        for p in problems:
-            print(f"- {p}")
-        print("### resolved config")
-        print(yaml.safe_dump(cfg, sort_keys=False).rstrip())
-        print("### commands")
-        env = train_env(cfg)
-        for step, cmd in commands(cfg, data_src).items():
-            prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " if step == "train" else ""
-            print(f"[{step}] {prefix}{shlex.join(cmd)}")
-        try:
-            from repro.trainers.openrlhf.cli_check import installed_version
-            from repro.trainers.openrlhf.launch import check_args
-
-            prepared = Path(cfg["paths"]["prompts_jsonl"]).exists()
-            check_args(settings_and_stock(commands(cfg, data_src)["train"]), settings_of(cfg),
-                       count_prompt_file=prepared)
-            print(f"### flags: accepted by the installed openrlhf {installed_version()} parser "
-                  "and the launcher's checks (batch layout: whole groups, equal work per rank"
-                  + ("; prompt count)" if prepared else "; the prompt count is checked at launch)"))
-        except ModuleNotFoundError:
-            print("### flags: NOT checked (openrlhf is not installed here)")
-    return 0
+    """The training step's environment: the grader, and offline Hugging Face access (the models
+    were fetched before Ray started: ``make models``, checked by the machine check)."""
+    return {"LGRPO_GRADER": str(cfg["reward"]["grader"]), "LGRPO_GRADER_TIMEOUT": str(cfg["reward"]["timeout_s"]),
+            "HF_HUB_OFFLINE": "1"}
 
 
 def settings_and_stock(train_cmd: list[str]) -> list[str]:
@@ -231,76 +230,160 @@ def settings_and_stock(train_cmd: list[str]) -> list[str]:
     return stock
 
 
-def run(size: str, methods: list[str], runs: Path, data_src: Path, skip_eval: bool) -> int:
-    from repro.runs import Run, write_text_atomic
+def comparison_table(size: str, run_dirs: dict[str, Path]):
+    """Per method: the paper's Table 1 row for this size, this reproduction's scores and the
+    difference (``repro.trainers.reproduce.comparison_table``)."""
+    return pipeline.comparison_table(size, run_dirs)
 
-    cfgs = [resolve(load_config(size, m), runs, data_src) for m in methods]
-    problems = sorted({p for c in cfgs for p in machine_problems(c)})
-    if problems:
-        print(f"make reproduce-{size} cannot run on this machine:")
-        for p in problems:
-            print(f"  - {p}")
-        print("Nothing was started. (DRY_RUN=1 prints the commands without these checks failing.)")
-        return 2
-    run_dirs = {}
-    for cfg in cfgs:
-        cmds = commands(cfg, data_src, python=sys.executable)
-        if not Path(cfg["paths"]["prompts_jsonl"]).exists():
-            run_cmd(cmds["prepare_prompts"])
-        manifest = json.loads(prompt_manifest_path(cfg["paths"]["prompts_jsonl"]).read_text())
-        cfg["data"]["prompt_set"] = {k: manifest[k] for k in ("source_rows", "multiple_of", "seed", "kept",
-                                                              "dropped", "dropped_rows")}
-        print(f"{cfg['name']}: training on {manifest['kept']} of {manifest['source_rows']} prompts "
-              f"({manifest['dropped']} dropped, seed {manifest['seed']}: whole rollout batches of "
-              f"{manifest['multiple_of']})", flush=True)
-        rd = Path(cfg["paths"]["run_dir"])
-        run_dirs[cfg["method"]] = rd
-        if not Run(rd).meta_path.exists():
-            Run.create(rd, cfg, seed=int(cfg["seed"]), method=cfg["method"],
-                       extra_meta={"trainer": "openrlhf", "commands": {k: shlex.join(v) for k, v in cmds.items()}})
-        if not Run(rd).is_done():
-            run_cmd(cmds["train"], env=train_env(cfg))
-            Run(rd).mark_done({"trainer": "openrlhf"})
-        if not skip_eval and Run(rd).eval_scores() is None:
-            run_cmd(cmds["eval"])
-    table = comparison_table(size, run_dirs)
-    out = runs / "openrlhf" / f"comparison-{size}.csv"
-    write_text_atomic(out, table.to_csv(index=False))
-    write_text_atomic(REPO / "paper_artifacts" / f"reproduce-{size}.csv", table.to_csv(index=False))
-    print(table.to_string(index=False))
-    print(f"written: {out} and paper_artifacts/reproduce-{size}.csv")
+
+# ----------------------------------------------------------------------------------------------
+# the plan the pipeline runs
+# ----------------------------------------------------------------------------------------------
+class OpenRLHFPlan:
+    engine = "openrlhf"
+
+    def __init__(self, size: str, runs: Path, data_src: Path, machine: dict | None = None):
+        self.size, self.runs, self.data_src, self.machine = size, Path(runs), Path(data_src), machine or {}
+        self.target = f"reproduce-{size}"
+
+    def configs(self, methods):
+        return [resolve(load_config(self.size, m, self.machine), self.runs, self.data_src) for m in methods]
+
+    def describe(self, cfg):
+        return _shown(config_files(cfg["size"], cfg["method"]))
+
+    def machine_problems(self, cfg):
+        return machine_problems(cfg)  # this module's name, so that tests can replace it
+
+    def commands(self, cfg, python="python"):
+        return commands(cfg, self.data_src, python)
+
+    def train_env(self, cfg):
+        return train_env(cfg)
+
+    def creates_run(self):
+        return True
+
+    def resume_args(self, cfg):
+        return []  # ckpt.load_enable: OpenRLHF resumes from ckpt.path itself
+
+    def comparison_paths(self, runs, size):
+        if self.machine.get("cpu") or size not in SIZES:
+            return [self.runs / f"reproduce-{size}" / f"comparison-{size}.csv"]
+        return [self.runs / "openrlhf" / f"comparison-{size}.csv", REPO / "paper_artifacts" / f"reproduce-{size}.csv"]
+
+    def dry_checks(self, cfg):
+        try:
+            from repro.trainers.openrlhf.cli_check import installed_version
+            from repro.trainers.openrlhf.launch import check_args
+        except ModuleNotFoundError:
+            return 0, ["### flags: NOT checked (openrlhf is not installed here)"]
+        try:
+            installed_version()
+        except Exception:  # noqa: BLE001 - the distribution is missing
+            return 0, ["### flags: NOT checked (openrlhf is not installed here)"]
+        lines = []
+        prepared = Path(cfg["paths"]["prompts_jsonl"]).exists()
+        try:
+            args = check_args(settings_and_stock(commands(cfg, self.data_src)["train"]), settings_of(cfg),
+                              count_prompt_file=prepared)
+        except SystemExit as e:
+            return 2, [f"### flags: REFUSED: {e}"]
+        lines.append(f"### flags: accepted by the installed openrlhf {installed_version()} parser "
+                     "and the launcher's checks (batch layout: whole groups, equal work per rank"
+                     + ("; prompt count)" if prepared else "; the prompt count is checked at launch)"))
+        from repro.trainers.openrlhf.placement import LayoutError, layout_lines, plan_layout
+
+        try:
+            layout = plan_layout(args, nodes=int(cfg["machine"].get("nodes", 1)), gpus_per_node=int(cfg["machine"]["gpus"]))
+        except LayoutError as e:
+            return 2, lines + [f"### placement: REFUSED by openrlhf's train(): {e}"]
+        return 0, lines + layout_lines(layout)
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------
+def dry_run(size: str, methods: list[str], runs: Path, data_src: Path, machine: dict | None = None) -> int:
+    return pipeline.dry_run(OpenRLHFPlan(size, runs, data_src, machine), methods)
+
+
+def run(size: str, methods: list[str], runs: Path, data_src: Path, skip_eval: bool, machine: dict | None = None) -> int:
+    return pipeline.run(OpenRLHFPlan(size, runs, data_src, machine), methods, runs, skip_eval=skip_eval)
+
+
+def prepare_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="reproduce prepare-prompts")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--parquet", type=Path, help="SimpleRL-Zoo's training parquet (the paper sizes)")
+    ap.add_argument("--task", help="or the package's own task (repro/tasks/arith.py: sum, budget)")
+    ap.add_argument("--n", type=int, help="--task: problems drawn")
+    ap.add_argument("--template", default="qwen-boxed")
+    ap.add_argument("--question-key", default="question")
+    ap.add_argument("--answer-key", default="gt_answer")
+    ap.add_argument("--multiple-of", type=int, default=1, help="cut the set to a multiple of this (rollout.batch_size)")
+    ap.add_argument("--seed", type=int, default=0, help="draws the rows dropped by the cut (and --task's problems)")
+    a = ap.parse_args(argv)
+    if (a.parquet is None) == (a.task is None):
+        ap.error("give exactly one of --parquet and --task")
+    try:
+        if a.task:
+            if a.n is None:
+                ap.error("--task needs --n")
+            n = prepare_task_prompts(a.task, a.n, a.out, a.multiple_of, a.seed)
+        else:
+            n = prepare_prompts(a.parquet, a.out, a.template, a.question_key, a.answer_key, a.multiple_of, a.seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"prepare-prompts: {e}") from None
+    m = json.loads(prompt_manifest_path(a.out).read_text())
+    print(f"wrote {n} prompts to {a.out} ({m['dropped']} of {m['source_rows']} dropped for whole rollout "
+          f"batches of {a.multiple_of}; rows in {prompt_manifest_path(a.out)})")
     return 0
+
+
+def models_main(argv: list[str]) -> int:
+    from repro.trainers.models import fetch_models
+
+    ap = argparse.ArgumentParser(prog="reproduce models", description="fill the Hugging Face cache with the "
+                                 "models of make reproduce-SIZE before any run (runs read them offline)")
+    ap.add_argument("--size", required=True, choices=(*ALL_SIZES, "1gpu"))
+    a = ap.parse_args(argv)
+    if a.size == "1gpu":
+        from repro.trainers.trl.reproduce import RECIPE
+        from repro.trainers.trl.run import load_config as trl_config
+
+        return fetch_models([str(trl_config(RECIPE, m)["model"]["name"]) for m in TABLE1_METHODS])
+    return fetch_models([model_path(load_config(a.size, m)["model"]) for m in ALL_METHODS])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "prepare-prompts":
-        ap = argparse.ArgumentParser(prog="reproduce prepare-prompts")
-        ap.add_argument("--parquet", type=Path, required=True)
-        ap.add_argument("--out", type=Path, required=True)
-        ap.add_argument("--template", default="qwen-boxed")
-        ap.add_argument("--question-key", default="question")
-        ap.add_argument("--answer-key", default="gt_answer")
-        ap.add_argument("--multiple-of", type=int, default=1, help="cut the set to a multiple of this (rollout.batch_size)")
-        ap.add_argument("--seed", type=int, default=0, help="draws the rows dropped by the cut")
-        a = ap.parse_args(argv[1:])
-        n = prepare_prompts(a.parquet, a.out, a.template, a.question_key, a.answer_key, a.multiple_of, a.seed)
-        m = json.loads(prompt_manifest_path(a.out).read_text())
-        print(f"wrote {n} prompts to {a.out} ({m['dropped']} of {m['source_rows']} dropped for whole rollout "
-              f"batches of {a.multiple_of}; rows in {prompt_manifest_path(a.out)})")
-        return 0
+        return prepare_main(argv[1:])
+    if argv and argv[0] == "models":
+        return models_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m repro.trainers.openrlhf.reproduce")
-    ap.add_argument("--size", required=True, choices=SIZES)
+    ap.add_argument("--size", required=True, choices=ALL_SIZES)
     ap.add_argument("--method", default="all", help="grpo | dapo | lambda | dr_grpo | all (= the Table 1 three), or a comma list")
     ap.add_argument("--runs", type=Path, default=Path(os.environ.get("RUNS", "runs")))
     ap.add_argument("--data-src", type=Path, default=Path(os.environ.get("DATA_SRC", REPO.parent / "shared" / "data")))
+    ap.add_argument("--nodes", type=int, default=None, help="machine.nodes (NODES=N): nodes of machine.gpus GPUs each")
+    ap.add_argument("--gpus-per-node", type=int, default=None, help="machine.gpus (GPUS_PER_NODE=G)")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
     a = ap.parse_args(argv)
+    for name in ("nodes", "gpus_per_node"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    machine = {"nodes": a.nodes, "gpus": a.gpus_per_node}
     methods = methods_of(a.method)
-    if a.dry_run:
-        return dry_run(a.size, methods, a.runs, a.data_src)
-    return run(a.size, methods, a.runs, a.data_src, a.skip_eval)
+    try:
+        if a.dry_run:
+            return dry_run(a.size, methods, a.runs, a.data_src, machine)
+        return run(a.size, methods, a.runs, a.data_src, a.skip_eval, machine)
+    except ValueError as e:  # a bad config or override: one line
+        raise SystemExit(f"reproduce-{a.size}: {e}") from None
 
 
 if __name__ == "__main__":

@@ -1,31 +1,27 @@
 """``make reproduce-1gpu [METHOD=grpo|dapo|lambda|dr_grpo|all] [DRY_RUN=1]``: the one-GPU path.
 
-For each method: check the machine, prepare the training prompts (SimpleRL-Zoo MATH level 3-5
-with the qwen-boxed template, cut to whole optimizer steps), train with TRL through
-``repro.trainers.trl`` (recipe ``repro/configs/trl/qwen2.5-1.5b-1gpu.yaml``), evaluate the final
-model on the 8 benchmarks with ``python -m repro.eval``, and write the comparison with the paper's
-Table 1 (its 1.5B rows). ``--dry-run`` needs no GPU: the machine check (without failing), the
-resolved config of each method and the commands.
-
-The prompt preparation and the Table 1 comparison are the paper-scale path's
-(``repro.trainers.openrlhf.reproduce``: pure Python, no OpenRLHF import), so both paths train on
-the same prompts and are compared the same way.
+The TRL command builder of the one reproduce pipeline (``repro.trainers.reproduce``): per method,
+the recipe ``repro/configs/trl/qwen2.5-1.5b-1gpu.yaml`` + its method layer, the prompts
+(SimpleRL-Zoo MATH level 3-5 with the qwen-boxed template, cut to whole optimizer steps, by the
+same ``prepare-prompts`` step as the OpenRLHF path), training through ``repro.trainers.trl``,
+``python -m repro.eval`` on the final model and the comparison with Table 1's 1.5B rows.
+``--dry-run`` needs no GPU: the machine check (without failing), the resolved config of each
+method, the commands and TRL's own config checks.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
-
 from repro.paper import TABLE1_METHODS
-from repro.trainers.openrlhf.reproduce import comparison_table, run_cmd
+from repro.trainers import reproduce as pipeline
 from repro.trainers.trl.run import REPO, load_config, machine_problems
 
 RECIPE = REPO / "repro" / "configs" / "trl" / "qwen2.5-1.5b-1gpu.yaml"
 PROMPTS_FILE = "data/trl/simplelr_qwen_level3to5.{template}.b{step}.seed{seed}.jsonl"
+run_cmd = pipeline.run_cmd
 
 
 def prompts_per_step(cfg: dict) -> int:
@@ -42,7 +38,8 @@ def resolve(cfg: dict, runs: Path, data_src: Path) -> dict:
                                          seed=cfg["seed"])
     cfg["data"]["train_parquet"] = str((data_src / cfg["data"]["train"]).resolve())
     cfg["data"]["prompts_jsonl"] = str(prompts.resolve())
-    cfg["paths"] = {"run_dir": str(run_dir), "final_model": str(run_dir / "final"), "eval_dir": str(run_dir / "eval")}
+    cfg["paths"] = {"run_dir": str(run_dir), "prompts_jsonl": cfg["data"]["prompts_jsonl"],
+                    "final_model": str(run_dir / "final"), "eval_dir": str(run_dir / "eval")}
     return cfg
 
 
@@ -65,50 +62,64 @@ def methods_of(arg: str) -> list[str]:
     return list(TABLE1_METHODS) if arg == "all" else [m.strip() for m in arg.split(",") if m.strip()]
 
 
-def dry_run(methods: list[str], runs: Path, data_src: Path) -> int:
-    from repro.trainers.trl.run import dry_run as one
+class TRLPlan:
+    engine = "trl"
+    target = "reproduce-1gpu"
 
-    print(f"# DRY RUN: make reproduce-1gpu METHOD={','.join(methods)} (nothing is started)")
-    rc = 0
-    for m in methods:
-        cfg = resolve(load_config(RECIPE, m), runs, data_src)
-        print(f"\n## {cfg['name']}  ({RECIPE.relative_to(REPO)} + methods/{m}.yaml)")
-        rc = max(rc, one(cfg, gpu=True))
-        print("### commands")
-        for step, cmd in commands(cfg, data_src).items():
-            print(f"[{step}] {shlex.join(cmd)}")
-    return rc
+    def __init__(self, runs: Path, data_src: Path):
+        self.runs, self.data_src = Path(runs), Path(data_src)
+
+    def configs(self, methods):
+        return [resolve(load_config(RECIPE, m), self.runs, self.data_src) for m in methods]
+
+    def describe(self, cfg):
+        return f"{RECIPE.relative_to(REPO)} + methods/{cfg['method']}.yaml"
+
+    def machine_problems(self, cfg):
+        from repro.trainers.models import model_problems
+
+        # the run reads the model offline: the cache check with the command replaces trl.run's note
+        return ([p for p in machine_problems(cfg, gpu=True) if not p.startswith(f"model {cfg['model']['name']} ")]
+                + model_problems([str(cfg["model"]["name"])], target="reproduce-1gpu"))
+
+    def commands(self, cfg, python="python"):
+        return commands(cfg, self.data_src, python)
+
+    def train_env(self, cfg):
+        return {"HF_HUB_OFFLINE": "1"}  # the model was fetched before (make models), checked above
+
+    def creates_run(self):
+        return False  # repro.trainers.trl creates its run folder and marks it done
+
+    def resume_args(self, cfg):
+        rd = Path(cfg["paths"]["run_dir"]) / "checkpoints"
+        return ["--resume"] if rd.is_dir() and any(rd.glob("checkpoint-*")) else []
+
+    def comparison_paths(self, runs, size):
+        return [self.runs / "trl" / "comparison-1gpu.csv"]
+
+    def dry_checks(self, cfg):
+        import contextlib
+        import io
+
+        from repro.trainers.trl.run import dry_run as one
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = one(cfg, gpu=True)
+        # trl's own dry run repeats the machine check and the config: keep its TRL checks (the rest)
+        lines = buf.getvalue().splitlines()
+        first = next((i for i, ln in enumerate(lines) if ln.startswith(("### (", "### trl", "### λ-seam"))), len(lines))
+        lines = lines[first:]
+        return rc, lines
+
+
+def dry_run(methods: list[str], runs: Path, data_src: Path) -> int:
+    return pipeline.dry_run(TRLPlan(runs, data_src), methods)
 
 
 def run(methods: list[str], runs: Path, data_src: Path, skip_eval: bool) -> int:
-    from repro.runs import Run, write_text_atomic
-
-    cfgs = [resolve(load_config(RECIPE, m), runs, data_src) for m in methods]
-    problems = sorted({p for c in cfgs for p in machine_problems(c, gpu=True) if not p.startswith("note:")})
-    if problems:
-        print("make reproduce-1gpu cannot run on this machine:")
-        for p in problems:
-            print(f"  - {p}")
-        print("Nothing was started. (DRY_RUN=1 prints the config and commands without failing.)")
-        return 2
-    run_dirs = {}
-    for cfg in cfgs:
-        cmds = commands(cfg, data_src, python=sys.executable)
-        if not Path(cfg["data"]["prompts_jsonl"]).exists():
-            run_cmd(cmds["prepare_prompts"])
-        rd = Path(cfg["paths"]["run_dir"])
-        run_dirs[cfg["method"]] = rd
-        if not Run(rd).is_done():
-            resume = ["--resume"] if (rd / "checkpoints").is_dir() and any((rd / "checkpoints").glob("checkpoint-*")) else []
-            run_cmd(cmds["train"] + resume)
-        if not skip_eval and Run(rd).eval_scores() is None:
-            run_cmd(cmds["eval"])
-    table = comparison_table(cfgs[0]["size"], run_dirs)
-    out = runs / "trl" / "comparison-1gpu.csv"
-    write_text_atomic(out, table.to_csv(index=False))
-    print(table.to_string(index=False))
-    print(f"written: {out}")
-    return 0
+    return pipeline.run(TRLPlan(runs, data_src), methods, runs, skip_eval=skip_eval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-src", default="../shared/data")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--nodes", type=int, default=None, help="NODES: only 1 (the one-GPU path)")
+    ap.add_argument("--gpus-per-node", type=int, default=None, help="GPUS_PER_NODE: only 1 (the one-GPU path)")
     a = ap.parse_args(argv)
+    for flag, v in (("NODES", a.nodes), ("GPUS_PER_NODE", a.gpus_per_node)):
+        if v not in (None, 1):
+            raise SystemExit(f"make reproduce-1gpu: {flag}={v}: this path trains on one GPU of one node (TRL colocate); "
+                             "for several GPUs or nodes use make reproduce-1.5b NODES=N (OpenRLHF)")
     methods = methods_of(a.method)
     if a.dry_run:
         return dry_run(methods, Path(a.runs), Path(a.data_src))
