@@ -60,8 +60,8 @@ demo: venv
 
 # The suite in .venv; then, where the engine venv exists (make engines), the OpenRLHF tests again
 # in it, with the real vLLM and Ray, and the whole-path engine tests (skipped in .venv).
-ENGINE_TESTS := tests/test_openrlhf_cpu_engines.py tests/test_tiny_asset.py tests/test_openrlhf_launch.py \
-  tests/test_openrlhf_seams.py tests/test_openrlhf_experience.py
+ENGINE_TESTS := tests/test_openrlhf_cpu_engines.py tests/test_tiny_asset.py tests/test_openrlhf_cpu_shims.py \
+  tests/test_openrlhf_launch.py tests/test_openrlhf_seams.py tests/test_openrlhf_experience.py
 test: venv
 	$(VPY) -m pytest
 	@if [ -x $(VENV_ENG)/bin/python ]; then \
