@@ -186,7 +186,7 @@ class _PatchingLoader(importlib.abc.Loader):
         self.real.exec_module(module)
         if _no_cuda():
             self.patch(module)
-        applied.append(module.__name__)
+            applied.append(module.__name__)
 
     def __getattr__(self, name):  # get_source, get_resource_reader, ... of the real loader
         return getattr(self.real, name)
