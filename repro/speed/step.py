@@ -21,7 +21,6 @@ Two steps, each timed as interleaved pairs in one process (``repro.speed.pairs``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import random
 import types
@@ -124,17 +123,6 @@ def _openrlhf_args(method: str, prompts: int, train_batch: int, micro_batch: int
     return args, reproduce.settings_of(cfg)
 
 
-@contextlib.contextmanager
-def _current_device(device):
-    """``torch.cuda.current_device()`` answers ``device`` within the block (no GPU here)."""
-    stock = torch.cuda.current_device
-    torch.cuda.current_device = lambda: device
-    try:
-        yield
-    finally:
-        torch.cuda.current_device = stock
-
-
 def _importable_openrlhf() -> None:
     """OpenRLHF imports flash_attn and vllm at module level (GPU-only; never called on this
     path): where they are absent, use the tests' import stand-ins (``tests/openrlhf_stubs``),
@@ -165,6 +153,7 @@ def openrlhf_runners(seed: int = 0, prompts: int = 16, train_batch: int = 64, mi
     from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
 
     from repro.tasks.arith import sample_problems
+    from repro.trainers.openrlhf.local_actor import current_device_as
     from repro.trainers.openrlhf.patches import LambdaActorPPOTrainer, LambdaExperienceMaker
     from repro.trainers.rollout import ASSET_DIR, generate, load_policy
     from repro.reward import reward
@@ -226,13 +215,13 @@ def openrlhf_runners(seed: int = 0, prompts: int = 16, train_batch: int = 64, mi
             t.setup_lambda(msettings)
         t.actor = Actor(_Engine(copy.deepcopy(model), gas, margs.actor.adam.lr, margs.actor.max_norm))
         t.actor.packing_samples = False
-        with _current_device(0):  # the buffer's target device (unused: cpu_offload)
+        with current_device_as(0):  # the buffer's target device (unused: cpu_offload)
             t.replay_buffer = NaiveReplayBuffer(margs.train.micro_batch_size, 0, True, False, False)
         for e in experiences:
             t.replay_buffer.append(e)
 
         def run():
-            with _current_device("cpu"):  # ppo_train moves each micro-batch to this device
+            with current_device_as("cpu"):  # ppo_train moves each micro-batch to this device
                 return t.ppo_train(0.0)
 
         run.trainer = t  # what a test looks at after a step

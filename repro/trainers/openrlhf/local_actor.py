@@ -226,7 +226,7 @@ def shim_replay_buffer(rb) -> list[str]:
 
         @functools.wraps(real_init)
         def __init__(self, *a, **k):
-            with _current_device(0):  # builds torch.device("cuda:0"), an unused name
+            with current_device_as(0):  # builds torch.device("cuda:0"), an unused name
                 real_init(self, *a, **k)
             self.target_device = torch.device("cpu")  # only sample() uses it; ppo_train does not
 
@@ -236,7 +236,8 @@ def shim_replay_buffer(rb) -> list[str]:
 
 
 @contextlib.contextmanager
-def _current_device(value):
+def current_device_as(value):
+    """``torch.cuda.current_device()`` answers ``value`` within the block (no GPU here)."""
     import torch
 
     old = torch.cuda.current_device
