@@ -219,3 +219,4 @@ def lambda_check(groups: list[dict], *, lam0: float, lr: float, scope: str) -> d
         lam.param.grad = torch.tensor(out["applied"][-1], dtype=lam.param.dtype)
         lam.step()
         out["trajectory"].append(lam.value)
+    return out
