@@ -36,3 +36,16 @@ def stub_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH"), str(STUBS)) if p)
     env.setdefault("DS_ACCELERATOR", "cpu")
     return env
+
+
+def engines_missing(names=("vllm", "ray", "deepspeed", "openrlhf")) -> str | None:
+    """Why the real engines cannot run in this venv (a skip reason), or None where they can."""
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or "openrlhf_stubs" in str(spec.origin):
+            return f"{name} is not installed here: the engine tests run in the engine venv (make engines; make test)"
+    try:
+        import vllm.platforms  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return f"vllm does not import here ({type(e).__name__}: {e})"
+    return None

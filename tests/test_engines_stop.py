@@ -24,27 +24,15 @@ Runs in the engine venv; in ``.venv`` it is skipped. About 2-4 minutes on 2 shar
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import types
 from pathlib import Path
 
 import pytest
+from openrlhf_cpu import engines_missing
 
 
-def _engines_missing() -> str | None:
-    for name in ("vllm", "ray", "openrlhf"):
-        spec = importlib.util.find_spec(name)
-        if spec is None or "openrlhf_stubs" in str(spec.origin):
-            return f"{name} is not installed here: the engine tests run in the engine venv"
-    try:
-        import vllm.platforms  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"vllm does not import here ({type(e).__name__}: {e})"
-    return None
-
-
-_MISSING = _engines_missing()
+_MISSING = engines_missing(("vllm", "ray", "openrlhf"))
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")]
 
 REPO = Path(__file__).resolve().parents[1]

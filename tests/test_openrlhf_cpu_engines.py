@@ -18,27 +18,15 @@ Runs only where the engine set is installed (``make engines``; ``make test`` run
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from openrlhf_cpu import engines_missing
 
 
-def _engines_missing() -> str | None:
-    for name in ("vllm", "ray", "deepspeed", "openrlhf"):
-        spec = importlib.util.find_spec(name)
-        if spec is None or "openrlhf_stubs" in str(spec.origin):
-            return f"{name} is not installed here: the engine tests run in the engine venv (make engines; make test)"
-    try:
-        import vllm.platforms  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"vllm does not import here ({type(e).__name__}: {e})"
-    return None
-
-
-_MISSING = _engines_missing()
+_MISSING = engines_missing()
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")]
 
