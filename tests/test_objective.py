@@ -654,3 +654,25 @@ def test_lambda_policy_loss_reads_values_back_once_and_avoids_vector_math_ops():
         f = O.token_weights("lambda", x["group_lengths"], lam=lam, r=1 / 9)
         f.sum().backward()
     assert not {"exp", "log", "sqrt", "_softmax", "_softmax_backward_data"} & set(w_ops.names)
+
+
+def test_the_math_imports_no_framework_and_each_module_stays_small():
+    """repro.objective is pure PyTorch: its modules import the standard library, torch and each
+    other, nothing else of the package or a training framework; one idea per module (<= 500 lines)."""
+    import ast
+    import pathlib
+    import sys
+
+    pkg = pathlib.Path(O.__file__).parent
+    files = sorted(pkg.glob("*.py"))
+    assert {p.stem for p in files} == {"__init__", "weights", "methods", "surrogate", "loss"}
+    for p in files:
+        text = p.read_text()
+        assert len(text.splitlines()) <= 500, p
+        tree = ast.parse(text)
+        mods = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        mods += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        for m in mods:
+            top = m.split(".")[0]
+            assert (m.startswith("repro.objective") or top == "torch" or top == "__future__"
+                    or top in sys.stdlib_module_names), (p.name, m)

@@ -1,0 +1,105 @@
+"""Eq. 3 (the group-normalised advantage), the clipped surrogate, Eq. 7 per group and the closed-form
+λ gradient of Eq. 20. Part of ``repro.objective``; see its docstring."""
+from __future__ import annotations
+
+import torch
+
+from repro.objective.methods import as_weighting
+from repro.objective.weights import PAPER_R, _as_float, _check_finite, _h, check_lengths, eq15_g
+
+
+def eq3_group_advantages(rewards, *, scale: str = "std", eps: float = 1e-6) -> torch.Tensor:
+    """A_i = (R_i - mean_j R_j) / (std_j R_j + eps) within each group of ``rewards [groups, G]``.
+
+    ``scale="std"`` uses the sample std (ddof = 1), as Eq. 3 and ``torch.std``; ``scale="none"``
+    only centres (Dr.GRPO). A group whose rewards are all equal gets A = 0 either way.
+    """
+    t = _as_float(rewards, "rewards")
+    if t.dim() != 2 or t.shape[1] < 2:
+        raise ValueError(f"rewards must have shape [groups, G] with G >= 2, got {tuple(t.shape)}")
+    _check_finite(t, "rewards")
+    centred = t - t.mean(dim=-1, keepdim=True)
+    if scale == "none":
+        return centred
+    if scale != "std":
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    return centred / (t.std(dim=-1, keepdim=True) + eps)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# the clipped surrogate, Eq. 7 per group, and Eq. 20
+# ----------------------------------------------------------------------------------------------
+def clipped_surrogate(logp, old_logp, adv, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                      dual_clip: float | None = None):
+    """Per-token min(ρA, clip(ρ, 1-ε_low, 1+ε_high)·A), the quantity Eq. 4-7 maximise.
+
+    ``dual_clip = c > 1`` additionally bounds it below by c·A where A < 0 (dual-clip PPO).
+    Returns ``(surrogate, clipped)`` where ``clipped`` marks tokens whose surrogate is not ρA.
+    """
+    return surrogate_from_log_ratio(logp - old_logp, adv, clip_low=clip_low, clip_high=clip_high,
+                                    dual_clip=dual_clip)
+
+
+def surrogate_from_log_ratio(log_ratio, adv, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                             dual_clip: float | None = None):
+    """``clipped_surrogate`` given log ρ = logp - old_logp."""
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * adv
+    clipped_val = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
+    surr = torch.minimum(unclipped, clipped_val)
+    if dual_clip is not None:
+        if not dual_clip > 1.0:
+            raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+        surr = torch.where(adv < 0, torch.maximum(surr, dual_clip * adv), surr)
+    clipped = surr != unclipped
+    return surr, clipped
+
+
+def eq7_unified_objective(method, lengths, L, *, lam=0.0, **params) -> torch.Tensor:
+    """J per group (Eq. 7): Σ_i f(o_i)·L_i / Σ_i |o_i|, for per-response surrogate sums
+    ``L [groups, G]`` (L_i = Σ_t min(ρA, clip(ρ)A)). Returns shape ``[groups]``.
+    ``method``: a ``Weighting``, or a method name with its parameters (``as_weighting``)."""
+    weighting = as_weighting(method, **params)
+    t = check_lengths(lengths)
+    L = _as_float(L, "L", t.dtype)
+    if L.shape != t.shape:
+        raise ValueError(f"L has shape {tuple(L.shape)}, lengths {tuple(t.shape)}")
+    _check_finite(L, "L")
+    total = t.sum(dim=-1)
+    if bool((total == 0).any()):
+        raise ValueError("a group has no response tokens (all lengths 0): Eq. 7 divides by 0")
+    f = weighting.weights_of_checked(t, lam)
+    return (f * L).sum(dim=-1) / total
+
+
+def within_group_cov(x, y) -> torch.Tensor:
+    """Sample covariance (ddof 1, the σ convention above) of ``x`` and ``y`` within each group of
+    ``[groups, G]``; shape ``[groups]``. With x = lengths and y = advantages (or L_i) this is the
+    quantity whose sign ∂J/∂λ takes at λ = 0 (to first order in r); the metrics log its mean."""
+    x = _as_float(x, "x")
+    y = _as_float(y, "y", x.dtype)
+    if x.shape != y.shape or x.dim() != 2 or x.shape[1] < 2:
+        raise ValueError(f"x and y must both be [groups, G >= 2], got {tuple(x.shape)}, {tuple(y.shape)}")
+    xc = x - x.mean(dim=-1, keepdim=True)
+    yc = y - y.mean(dim=-1, keepdim=True)
+    return (xc * yc).sum(dim=-1) / (x.shape[1] - 1)
+
+
+def eq20_lambda_grad(lengths, L, lam, r: float = PAPER_R, sigma: str = "sample") -> torch.Tensor:
+    """Closed-form ∂J/∂λ of Eq. 20 per group (shape ``[groups]``):
+
+        G/Σ|o| · Σ_i L_i s_i (h_i^λ ln h_i - Σ_j s_j h_j^λ ln h_j),   s = softmax(h^λ).
+    """
+    t = check_lengths(lengths)
+    L = _as_float(L, "L", t.dtype)
+    if L.shape != t.shape:
+        raise ValueError(f"L has shape {tuple(L.shape)}, lengths {tuple(t.shape)}")
+    _check_finite(L, "L")
+    h = _h(t, r, sigma)
+    g = eq15_g(h, float(lam))
+    s = torch.softmax(g, dim=-1)  # (Eq. 20 is a check, not a hot path: the plain form)
+    dg = g * torch.log(h)  # Eq. 17
+    inner = dg - (s * dg).sum(dim=-1, keepdim=True)  # Eq. 18 / s_i
+    G = t.shape[-1]
+    return G / t.sum(dim=-1) * (L * s * inner).sum(dim=-1)
