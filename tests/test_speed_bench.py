@@ -49,7 +49,8 @@ def test_bench_options_refused_with_one_line(main, argv, capsys):
 
 def test_objective_bench_runs_both_losses():
     out = speed_objective.main(["--reps", "2", "--inner", "1", "--clock", "cpu"])
-    assert out["cpu"]["pairs"] == 2 and out["cpu"]["a_best_s"] > 0 and out["cpu"]["b_best_s"] > 0
+    for key in ("cpu", "cpu_same_code"):
+        assert out[key]["pairs"] == 2 and out[key]["a_best_s"] > 0 and out[key]["b_best_s"] > 0
 
 
 def test_reference_step_bench_steps_both_methods():

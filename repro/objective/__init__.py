@@ -81,6 +81,7 @@ from repro.objective.surrogate import (  # noqa: E402
     eq3_group_advantages,
     eq7_unified_objective,
     surrogate_from_log_ratio,
+    surrogate_sums,
     within_group_cov,
 )
 from repro.objective.loss import (  # noqa: E402
@@ -126,6 +127,7 @@ __all__ = [
     "sample_weights",
     "step_denominator",
     "surrogate_from_log_ratio",
+    "surrogate_sums",
     "token_weights",
     "within_group_cov",
 ]

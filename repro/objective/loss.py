@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from repro.objective.methods import as_weighting
-from repro.objective.surrogate import surrogate_from_log_ratio
+from repro.objective.surrogate import surrogate_sums
 from repro.objective.weights import (_as_float, _check_finite, _check_length_values, _length_ok,
                                      _lengths_shaped, check_lengths)
 
@@ -154,9 +154,9 @@ def policy_loss(logp, old_logp, advantages, mask, group_lengths, index, *, metho
     group_tokens = gl.sum(dim=1)
     per_sample_norm = group_tokens * denominator if scope == "group" else denominator
     log_ratio = logp - old_logp
-    surr, clipped = surrogate_from_log_ratio(log_ratio, adv, clip_low=clip_low,
-                                             clip_high=clip_high, dual_clip=dual_clip)
-    L = (surr * maskf).sum(dim=1)  # L_i = Σ_t min(ρA, clip(ρ)A); NaN in padding propagates
+    # L_i = Σ_t min(ρA, clip(ρ)A) over the response tokens; NaN in padding propagates
+    L, clipped = surrogate_sums(log_ratio, adv, maskf, clip_low=clip_low, clip_high=clip_high,
+                                dual_clip=dual_clip)
     loss = -(f * L / per_sample_norm).sum()
 
     n_tok = n_tok_row.sum().clamp_min(1)

@@ -186,11 +186,12 @@ def as_weighting(method, **params) -> Weighting:
         return method
     m = get_method(method)
     mine = {f.name for f in dataclasses.fields(m.params)}
-    anyone = set().union(*({f.name for f in dataclasses.fields(x.params)} for x in METHODS.values()))
-    unknown = sorted(set(params) - anyone - mine)
-    if unknown:
-        raise ValueError(f"unknown weighting parameters {unknown}; the registered methods take "
-                         f"{sorted(anyone)}")
+    if not params.keys() <= mine:  # (the registry is only read where some keyword is not the method's)
+        anyone = set().union(*({f.name for f in dataclasses.fields(x.params)} for x in METHODS.values()))
+        unknown = sorted(set(params) - anyone - mine)
+        if unknown:
+            raise ValueError(f"unknown weighting parameters {unknown}; the registered methods take "
+                             f"{sorted(anyone)}")
     return Weighting(m, m.params(**{k: v for k, v in params.items() if k in mine}))
 
 

@@ -56,6 +56,45 @@ def surrogate_from_log_ratio(log_ratio, adv, *, clip_low: float = 0.2, clip_high
     return surr, clipped
 
 
+def surrogate_sums(log_ratio, adv, mask, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                   dual_clip: float | None = None):
+    """L_i = Σ_t m_it·min(ρA, clip(ρ)A) per sample (the L_i of Eq. 7) and the per-token ``clipped``
+    marks, from log ρ ``[N, T]``, A ``[N, 1]`` or ``[N, T]`` and a float 0/1 mask ``[N, T]``.
+
+    The same numbers as ``surrogate_from_log_ratio`` summed over the mask, with the gradient in
+    closed form: ∂L_i/∂log ρ_it = m_it·ρ_it·A_it where the surrogate is ρA and 0 where it is
+    clipped (the clipped value does not depend on ρ). The backward pass is then one product on the
+    tokens instead of the chain through exp, clamp and minimum that autograd would keep
+    (``tests/test_objective.py`` checks it against that chain).
+    """
+    if log_ratio.requires_grad:
+        return _SurrogateSums.apply(log_ratio, adv, mask, clip_low, clip_high, dual_clip)
+    surr, clipped = surrogate_from_log_ratio(log_ratio, adv, clip_low=clip_low, clip_high=clip_high,
+                                             dual_clip=dual_clip)
+    return (surr * mask).sum(dim=1), clipped
+
+
+class _SurrogateSums(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, log_ratio, adv, mask, clip_low, clip_high, dual_clip):
+        ratio = torch.exp(log_ratio)
+        unclipped = ratio * adv  # ρA, also ∂(ρA)/∂log ρ
+        surr = torch.minimum(unclipped, torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv)
+        if dual_clip is not None:
+            if not dual_clip > 1.0:
+                raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+            surr = torch.where(adv < 0, torch.maximum(surr, dual_clip * adv), surr)
+        clipped = surr != unclipped
+        ctx.save_for_backward((unclipped * mask).masked_fill_(clipped, 0.0))  # m·ρA where unclipped
+        ctx.mark_non_differentiable(clipped)
+        return (surr * mask).sum(dim=1), clipped
+
+    @staticmethod
+    def backward(ctx, grad_L, _grad_clipped):
+        (d,) = ctx.saved_tensors
+        return grad_L[:, None] * d, None, None, None, None, None
+
+
 def eq7_unified_objective(method, lengths, L, *, lam=0.0, **params) -> torch.Tensor:
     """J per group (Eq. 7): Σ_i f(o_i)·L_i / Σ_i |o_i|, for per-response surrogate sums
     ``L [groups, G]`` (L_i = Σ_t min(ρA, clip(ρ)A)). Returns shape ``[groups]``.

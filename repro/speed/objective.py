@@ -5,6 +5,10 @@ Both losses compute the same by-products (clip fraction, the PPO KL estimate), a
 loss does. Runs are interleaved (baseline, λ, baseline, λ, ...) so that load on a shared machine
 hits both alike (``repro.speed.pairs``). Target (issue 23): ratio of best times <= 1.03.
 
+Two comparisons: λ-GRPO's ``policy_loss`` against a plain DAPO token mean written out with
+autograd (the issue's baseline), and against ``policy_loss`` with DAPO's weights (f = 1): the
+same code on the tokens, so the second ratio is what the λ weighting itself costs.
+
     python -m repro.speed.objective [--reps 40] [--inner 5] [--threads 2] [--dtype float32]
 """
 from __future__ import annotations
@@ -68,6 +72,12 @@ def main(argv=None):
         loss, _, _ = dapo_token_mean(logp, b["old"], b["adv"], b["mask"])
         loss.backward()
 
+    def run_dapo():
+        logp.grad = None
+        out = O.policy_loss(logp, b["old"], b["adv"], b["mask"], b["gl"], b["idx"],
+                            method="dapo", denominator=denom)
+        out.loss.backward()
+
     def run_lambda():
         logp.grad = None
         lam.param.grad = None
@@ -84,6 +94,11 @@ def main(argv=None):
         out[clock] = time_pairs(run_base, run_lambda, reps=args.reps, inner=args.inner, warmup=3,
                                 clock=clock).summary()
         print(format_summary("DAPO token mean", "lambda-GRPO policy_loss", out[clock]), flush=True)
+    for clock in args.clock:
+        key = f"{clock}_same_code"
+        out[key] = time_pairs(run_dapo, run_lambda, reps=args.reps, inner=args.inner, warmup=3,
+                              clock=clock).summary()
+        print(format_summary("DAPO policy_loss (f = 1)", "lambda-GRPO policy_loss", out[key]), flush=True)
     return out
 
 
