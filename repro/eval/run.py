@@ -32,10 +32,8 @@ not even loaded when none are missing.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
-import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -45,15 +43,12 @@ from typing import Callable
 from repro import paper
 from repro.eval.data import (CPU_SETS, REPO, DataError, cpu_set_settings, default_src, load_benchmark,
                              load_cpu_set, load_normalised)
+from repro.eval.model_check import UsageError, check_model, model_context
 from repro.eval.prompts import build_prompt, stop_strings
-from repro.eval.scoring import benchmark_scores, unweighted_average
+from repro.eval.scoring import benchmark_scores, scores_csv, scores_markdown, unweighted_average
 
 DEFAULTS = dict(template="qwen-boxed", max_tokens=16000, avg_n=paper.AVG_N, temperature=1.0, top_p=0.95,
                 graders=("qwen", "math-verify"), grade_timeout=5.0, grade_workers=2, seed=0)
-
-
-class UsageError(Exception):
-    """A command-line mistake: printed as one line, exit code 2."""
 
 
 def protocol(benchmark: str, *, avg_n: int, temperature: float, top_p: float) -> dict:
@@ -235,104 +230,8 @@ def evaluate(rows: dict[str, list[dict]], out: str | Path, *,
 
 
 # ---------------------------------------------------------------------------------------------
-# tables
-# ---------------------------------------------------------------------------------------------
-def scores_markdown(scores: dict, title: str | None = None) -> str:
-    """Every set scored, one row per set, one accuracy column per grader; a slice says so."""
-    graders = list(scores["graders"])
-    benches = list(scores["graders"][graders[0]]["benchmarks"])
-    lines = [(title or f"# {scores['model']}: scores") + "\n\n"]
-    sl = scores.get("slice")
-    if sl:
-        lines.append(f"**Slice** (`--limit {sl['limit']}`): the first {sl['limit']} items of each set, "
-                     "not the full sets; the paper's Table 1 scores the full benchmarks, so no paper "
-                     "row or difference is shown.\n\n")
-    lines.append("Accuracy in % (pass@1 greedy; Average@n for sampled sets); primary grader: "
-                 f"`{scores['primary_grader']}`.\n\n")
-    lines.append("| set | items | samples | " + " | ".join(graders) + " |\n|---|---|---|"
-                 + "---|" * len(graders) + "\n")
-    for b in benches:
-        s0 = scores["graders"][graders[0]]["benchmarks"][b]
-        accs = " | ".join(f"{scores['graders'][g]['benchmarks'][b]['accuracy']:.1f}" for g in graders)
-        lines.append(f"| {b} | {s0['n_items']} | {s0['n_samples']} | {accs} |\n")
-    if len(benches) > 1:
-        lines.append("| unweighted mean | | | " + " | ".join(f"{scores['graders'][g]['average']:.1f}"
-                                                       for g in graders) + " |\n")
-    return "".join(lines)
-
-
-def scores_csv(scores: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["grader", "benchmark", "accuracy", "n_items", "n_samples", "n_flagged",
-                "pass@k"])
-    for g, res in scores["graders"].items():
-        for b, s in res["benchmarks"].items():
-            pk = ";".join(f"{k}={v:.4f}" for k, v in s.items() if k.startswith("pass@"))
-            w.writerow([g, b, f"{s['accuracy']:.4f}", s["n_items"], s["n_samples"],
-                        s["n_flagged"], pk])
-        w.writerow([g, "avg", f"{res['average']:.4f}", "", "", "", ""])
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------
 # checks before anything runs: the model, its context, the options
 # ---------------------------------------------------------------------------------------------
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def check_model(spec: str) -> str:
-    """``spec`` if it is a checkpoint folder (with ``config.json``) or a Hugging Face id (owner/name,
-    whose first part is not a local folder); else a ``UsageError`` naming the fix."""
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        if (p / "config.json").is_file():
-            return str(p)
-        hint = (f"; a run's checkpoints are in {p / 'checkpoints'}/ (the newest: {p / 'checkpoints' / 'latest'})"
-                if (p / "checkpoints").is_dir() else "")
-        raise UsageError(f"--model {spec}: no config.json in that folder (a checkpoint folder holds "
-                         f"config.json and the weights){hint}")
-    if p.exists():
-        raise UsageError(f"--model {spec}: a file, not a checkpoint folder")
-    if _HUB_ID.match(spec) and not Path(spec.split("/")[0]).exists():
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(spec, "config.json"), str):
-            return spec  # a Hub id in the local cache (the backends read it from there)
-        raise UsageError(f"--model {spec}: no such folder, and no Hugging Face model {spec} in the local "
-                         f"cache (download it first: `hf download {spec}`, or give its folder)")
-    raise UsageError(f"--model {spec}: no such folder (give a checkpoint folder with config.json, "
-                     f"e.g. repro/assets/tiny-sum, or a downloaded Hugging Face id owner/name)")
-
-
-def _model_file(spec: str, name: str) -> Path | None:
-    """``name`` (config.json, tokenizer.json) of a checkpoint folder or a cached Hub id, or None."""
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        return p / name if (p / name).is_file() else None
-    from huggingface_hub import try_to_load_from_cache
-
-    hit = try_to_load_from_cache(spec, name)
-    return Path(hit) if isinstance(hit, str) else None
-
-
-def model_context(spec: str, max_model_len: int | None) -> int | None:
-    """The model's context in tokens: its config's ``max_position_embeddings`` (or the like),
-    capped by ``--max-model-len``; None if the config states none. Read from config.json as
-    plain JSON (no transformers import: this check runs in a second)."""
-    path = _model_file(spec, "config.json")
-    try:
-        cfg = json.loads(path.read_text()) if path is not None else {}
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--model {spec}: cannot read {path} ({e})") from None
-    cfg = {**cfg.get("text_config", {}), **cfg}
-    ctx = next((int(cfg[k]) for k in ("max_position_embeddings", "n_positions", "max_sequence_length",
-                                      "seq_length") if isinstance(cfg.get(k), int)), None)
-    if max_model_len:
-        ctx = min(ctx, int(max_model_len)) if ctx else int(max_model_len)
-    return ctx
-
-
 def check_context(spec: str, rows: dict[str, list[dict]], template: str, max_tokens: int,
                   max_model_len: int | None) -> None:
     """Refuse when a set's longest prompt plus its token budget exceeds the model's context: the

@@ -7,6 +7,8 @@ which is what SimpleRL-Zoo reports). Scores are percentages (0-100), unrounded.
 """
 from __future__ import annotations
 
+import csv
+import io
 from math import comb
 from typing import Mapping, Sequence
 
@@ -54,3 +56,44 @@ def unweighted_average(accuracies: Mapping[str, float]) -> float:
     if not accuracies:
         raise ValueError("no benchmarks to average")
     return sum(accuracies.values()) / len(accuracies)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------
+def scores_markdown(scores: dict, title: str | None = None) -> str:
+    """Every set scored, one row per set, one accuracy column per grader; a slice says so."""
+    graders = list(scores["graders"])
+    benches = list(scores["graders"][graders[0]]["benchmarks"])
+    lines = [(title or f"# {scores['model']}: scores") + "\n\n"]
+    sl = scores.get("slice")
+    if sl:
+        lines.append(f"**Slice** (`--limit {sl['limit']}`): the first {sl['limit']} items of each set, "
+                     "not the full sets; the paper's Table 1 scores the full benchmarks, so no paper "
+                     "row or difference is shown.\n\n")
+    lines.append("Accuracy in % (pass@1 greedy; Average@n for sampled sets); primary grader: "
+                 f"`{scores['primary_grader']}`.\n\n")
+    lines.append("| set | items | samples | " + " | ".join(graders) + " |\n|---|---|---|"
+                 + "---|" * len(graders) + "\n")
+    for b in benches:
+        s0 = scores["graders"][graders[0]]["benchmarks"][b]
+        accs = " | ".join(f"{scores['graders'][g]['benchmarks'][b]['accuracy']:.1f}" for g in graders)
+        lines.append(f"| {b} | {s0['n_items']} | {s0['n_samples']} | {accs} |\n")
+    if len(benches) > 1:
+        lines.append("| unweighted mean | | | " + " | ".join(f"{scores['graders'][g]['average']:.1f}"
+                                                       for g in graders) + " |\n")
+    return "".join(lines)
+
+
+def scores_csv(scores: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["grader", "benchmark", "accuracy", "n_items", "n_samples", "n_flagged",
+                "pass@k"])
+    for g, res in scores["graders"].items():
+        for b, s in res["benchmarks"].items():
+            pk = ";".join(f"{k}={v:.4f}" for k, v in s.items() if k.startswith("pass@"))
+            w.writerow([g, b, f"{s['accuracy']:.4f}", s["n_items"], s["n_samples"],
+                        s["n_flagged"], pk])
+        w.writerow([g, "avg", f"{res['average']:.4f}", "", "", "", ""])
+    return buf.getvalue()
