@@ -678,22 +678,23 @@ def test_the_math_imports_no_framework_and_each_module_stays_small():
                     or top in sys.stdlib_module_names), (p.name, m)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("dual_clip", [None, 3.0])
-def test_surrogate_sums_gradient_equals_autograd_through_exp_clamp_minimum(dual_clip):
+def test_surrogate_sums_gradient_equals_autograd_through_exp_clamp_minimum(dual_clip, dtype):
     """The closed-form backward of ``surrogate_sums`` (m·ρA where unclipped, 0 where clipped)
-    against autograd through the written-out chain exp → clamp → minimum (→ dual clip), with
+    against autograd through the written-out chain exp → clamp → minimum (→ dual clip), bit for bit, with
     tokens in every case: inside the clip range (ρA = clip(ρ)A: minimum's tie), clipped above and
     below, A < 0 past the dual clip, A = 0, ρ exactly at 1 ± ε, and padding."""
     g = torch.Generator().manual_seed(3)
     N, T = 6, 40
-    log_ratio = 0.6 * torch.randn(N, T, generator=g)
-    log_ratio[0, :4] = torch.log(torch.tensor([0.8, 1.2, 1.0, 1.0]))  # at the clip edges, ρ = 1
-    adv = torch.randn(N, 1, generator=g)
+    log_ratio = 0.6 * torch.randn(N, T, generator=g, dtype=dtype)
+    log_ratio[0, :4] = torch.log(torch.tensor([0.8, 1.2, 1.0, 1.0], dtype=dtype))  # at the clip edges, ρ = 1
+    adv = torch.randn(N, 1, generator=g, dtype=dtype)
     adv[1] = 0.0
     adv[2] = -2.0
     log_ratio[2, :5] = 2.5  # ρ ≈ 12: with A < 0 past a dual clip of 3
     mask = (torch.rand(N, T, generator=g) < 0.8).to(log_ratio.dtype)
-    w = torch.randn(N, generator=g)  # an arbitrary upstream gradient per sample
+    w = torch.randn(N, generator=g, dtype=dtype)  # an arbitrary upstream gradient per sample
 
     lr_a = log_ratio.clone().requires_grad_()
     ratio = torch.exp(lr_a)
@@ -707,7 +708,7 @@ def test_surrogate_sums_gradient_equals_autograd_through_exp_clamp_minimum(dual_
     L, clipped = O.surrogate_sums(lr_b, adv, mask, clip_low=0.2, clip_high=0.2, dual_clip=dual_clip)
     (w * L).sum().backward()
     torch.testing.assert_close(L, L_ref.detach(), rtol=0, atol=0)
-    torch.testing.assert_close(lr_b.grad, lr_a.grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(lr_b.grad, lr_a.grad)  # bit for bit: the same roundings in the same order
     assert bool(clipped.any()) and bool((~clipped).any())
     # without a gradient it is the same sums, through the plain path
     L2, clipped2 = O.surrogate_sums(log_ratio, adv, mask, dual_clip=dual_clip)

@@ -63,9 +63,9 @@ def surrogate_sums(log_ratio, adv, mask, *, clip_low: float = 0.2, clip_high: fl
 
     The same numbers as ``surrogate_from_log_ratio`` summed over the mask, with the gradient in
     closed form: ∂L_i/∂log ρ_it = m_it·ρ_it·A_it where the surrogate is ρA and 0 where it is
-    clipped (the clipped value does not depend on ρ). The backward pass is then one product on the
-    tokens instead of the chain through exp, clamp and minimum that autograd would keep
-    (``tests/test_objective.py`` checks it against that chain).
+    clipped (the clipped value does not depend on ρ), rounded in the order autograd's chain
+    rounds it. The backward pass is then two products on the tokens instead of the chain through
+    exp, clamp and minimum (``tests/test_objective.py`` checks it bit for bit against that chain).
     """
     if log_ratio.requires_grad:
         return _SurrogateSums.apply(log_ratio, adv, mask, clip_low, clip_high, dual_clip)
@@ -85,14 +85,16 @@ class _SurrogateSums(torch.autograd.Function):
                 raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
             surr = torch.where(adv < 0, torch.maximum(surr, dual_clip * adv), surr)
         clipped = surr != unclipped
-        ctx.save_for_backward((unclipped * mask).masked_fill_(clipped, 0.0))  # m·ρA where unclipped
+        ctx.save_for_backward((ratio * mask).masked_fill_(clipped, 0.0), adv)  # m·ρ where unclipped
         ctx.mark_non_differentiable(clipped)
         return (surr * mask).sum(dim=1), clipped
 
     @staticmethod
     def backward(ctx, grad_L, _grad_clipped):
-        (d,) = ctx.saved_tensors
-        return grad_L[:, None] * d, None, None, None, None, None
+        # (g·A)·ρ in the order autograd's chain rounds it (mul, then exp's backward), so that the
+        # gradient is bit for bit the one the written-out chain gives
+        d, adv = ctx.saved_tensors
+        return (grad_L[:, None] * adv) * d, None, None, None, None, None
 
 
 def eq7_unified_objective(method, lengths, L, *, lam=0.0, **params) -> torch.Tensor:
