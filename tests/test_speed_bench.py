@@ -53,6 +53,14 @@ def test_objective_bench_runs_both_losses():
         assert out[key]["pairs"] == 2 and out[key]["a_best_s"] > 0 and out[key]["b_best_s"] > 0
 
 
+def test_objective_profile_names_ops_of_each_loss(capsys):
+    out = speed_objective.main(["--profile", "1"])
+    assert set(out) == {"DAPO token mean", "DAPO policy_loss (f = 1)", "lambda-GRPO policy_loss"}
+    # λ-GRPO dispatches more ops than DAPO through the same code (its weights): the profile sees them
+    assert out["lambda-GRPO policy_loss"]["ops_per_call"] > out["DAPO policy_loss (f = 1)"]["ops_per_call"]
+    assert "top ops" in capsys.readouterr().out
+
+
 def test_reference_step_bench_steps_both_methods():
     run_dapo, run_lambda, desc = speed_step.reference_runners()
     before = {k: v.clone() for k, v in run_dapo.model.state_dict().items()}

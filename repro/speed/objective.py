@@ -56,9 +56,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--clock", nargs="+", default=["wall", "cpu"], choices=sorted(CLOCKS),
                     help="wall: elapsed time (the target's); cpu: this process's CPU time (the work)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="instead of timing: N calls of each loss under torch.profiler, the ops that "
+                         "take the time (self CPU) and how many ops each call dispatches")
     args = ap.parse_args(argv)
-    if args.reps < 2 or args.inner < 1 or args.threads < 0:
-        ap.error("--reps must be >= 2, --inner >= 1, --threads >= 0")
+    if args.reps < 2 or args.inner < 1 or args.threads < 0 or args.profile < 0:
+        ap.error("--reps must be >= 2, --inner >= 1, --threads >= 0, --profile >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -85,6 +88,9 @@ def main(argv=None):
                             method="lambda", lam=lam.param, r=O.PAPER_R, denominator=denom)
         out.loss.backward()
 
+    if args.profile:
+        return profile({"DAPO token mean": run_base, "DAPO policy_loss (f = 1)": run_dapo,
+                        "lambda-GRPO policy_loss": run_lambda}, args.profile)
     N, T = b["logp"].shape
     print(f"objective fwd+bwd, {N} responses x {T} tokens ({int(b['mask'].sum())} response "
           f"tokens), {args.dtype}, {torch.get_num_threads()} threads, {args.reps} interleaved pairs "
@@ -99,6 +105,30 @@ def main(argv=None):
         out[key] = time_pairs(run_dapo, run_lambda, reps=args.reps, inner=args.inner, warmup=3,
                               clock=clock).summary()
         print(format_summary("DAPO policy_loss (f = 1)", "lambda-GRPO policy_loss", out[key]), flush=True)
+    return out
+
+
+def profile(runs: dict, n: int, top: int = 12) -> dict:
+    """Where each loss's time goes: its ``top`` ops by self CPU time over ``n`` calls (after one
+    warm-up call), and the number of ops one call dispatches."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    out = {}
+    for name, run in runs.items():
+        run()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(n):
+                run()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        out[name] = {"self_cpu_ms_per_call": total / n / 1e3,
+                     "ops_per_call": sum(e.count for e in events) / n}
+        print(f"{name}: {out[name]['self_cpu_ms_per_call']:.2f} ms self CPU per call, "
+              f"{out[name]['ops_per_call']:.0f} ops per call; top ops:")
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+            print(f"    {e.key[:44]:44s} {e.self_cpu_time_total / n / 1e3:7.3f} ms  "
+                  f"{100 * e.self_cpu_time_total / total:5.1f} %  x{e.count / n:g}")
     return out
 
 
