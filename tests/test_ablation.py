@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from scipy import stats
 
 from repro import demo
 from repro import jobs as jb
@@ -55,11 +56,10 @@ def test_paired_difference_to_dapo():
     rows += [_row("sum", "lambda", s, a, 21.0 + s, lr=10.0, r=1 / 3, lam=1.0 + s) for s, a in enumerate(cell)]
     md, csv, agg = cpu_tables.ablation_table(rows)
     a = next(x for x in agg if x["method"] == "lambda")
-    d = [100 * (c - b) for c, b in zip(cell, dapo)]  # +3, +1, +5 pp
-    m = sum(d) / 3
-    sd = math.sqrt(sum((x - m) ** 2 for x in d) / 2)
-    assert a["d_eval_accuracy"] == pytest.approx(3.0)
-    assert a["d_eval_accuracy_ci95"] == pytest.approx(4.303 * sd / math.sqrt(3))
+    # +3, +1, +5 pp; the interval from scipy's paired t-test, an independent computation
+    ci = stats.ttest_rel([100 * c for c in cell], [100 * b for b in dapo]).confidence_interval(0.95)
+    assert a["d_eval_accuracy"] == pytest.approx(3.0) == pytest.approx((ci.low + ci.high) / 2)
+    assert a["d_eval_accuracy_ci95"] == pytest.approx((ci.high - ci.low) / 2)
     assert a["d_eval_length"] == pytest.approx(2.0) and a["paired_seeds"] == 3
     assert a["final_lambda"] == pytest.approx(2.0)
     assert "λ-GRPO lr 10, r 1/3" in md and "(reference)" in md
@@ -117,8 +117,8 @@ def test_demo_table_shares_the_ablation_aggregation():
     base = {"sum": {"accuracy": 0.5, "response_length_mean": 20.0, "style_share": {"verbose": 0.3}}}
     md, csv, agg = cpu_tables.table(rows, base)
     (a,) = agg
-    m = sum(covs) / 3
-    ci = 4.303 * math.sqrt(sum((x - m) ** 2 for x in covs) / 2) / math.sqrt(3)
+    lo, hi = stats.ttest_1samp(covs, 0.0).confidence_interval(0.95)  # scipy, independently
+    ci = (hi - lo) / 2
     assert a["len_adv_cov_mean"] == pytest.approx(2.5) and a["len_adv_cov_mean_ci95"] == pytest.approx(ci)
     assert math.isnan(a["train_length"]) and math.isnan(a["wall_s"])
     assert f"| +2.50 ± {ci:.2f} |" in md and "| – | – |" in md

@@ -20,13 +20,12 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228}
-
 
 def t975(dof: int) -> float:
-    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom."""
-    return T975.get(dof, 1.96)
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom (``scipy.stats.t``)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
 
 
 def _sd(xs: Sequence[float], m: float) -> float:
