@@ -264,14 +264,15 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
             widest = judged.loc[judged["difference"].abs().idxmax()]
             notes.append(
                 f"Task `{task}`, {q}: range across methods {abs(widest['difference']):.3g} "
-                f"({an.label(widest['method'])} − {an.label(widest['minus'])} ± {widest['ci95']:.3g}); "
+                f"({an.label(widest['method'])} − {an.label(widest['minus'])} = {widest['difference']:+.3g} "
+                f"± {widest['ci95']:.3g}); "
                 + (f"{len(beyond)} of {len(judged)} method pairs differ beyond seed noise (95% t-interval of the "
                    "difference excludes 0): " + "; ".join(
                        f"{an.label(r['method'])} − {an.label(r['minus'])} {r['difference']:+.3g} ± {r['ci95']:.3g}"
                        for _, r in beyond.iterrows()) + "."
                    if len(beyond) else
-                   f"none of the {len(judged)} method pairs differs beyond seed noise (95% t-interval of the "
-                   "difference excludes 0 for none)."))
+                   f"none of the {len(judged)} method pairs differs beyond seed noise (the 95% t-interval of "
+                   "each difference contains 0)."))
     return notes
 
 
