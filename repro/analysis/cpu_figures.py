@@ -243,12 +243,12 @@ def ablation_figures(root: Path, agg: list[dict], names: set[str], baselines=("d
     ev = ev[ev["benchmark"].str.contains("heldout") & ev["step"].notna()]
     per = ev[ev.groupby("run")["step"].transform("nunique") > 1]
     if len(per):
-        cell_of = {}
+        cell_by_run = {}
         for run in runs:
-            cell_of[run.path.name] = cell_name(cell_of(flat_config(run.config())))
+            cell_by_run[run.path.name] = cell_name(cell_of(flat_config(run.config())))
         # the cell name tells the runs apart (as the curve's 'method'), so the task label drops its
         # setting ('sum [λ lr 10, r 1/3]') and no setting is named twice
-        per = per.assign(method=per["run"].map(lambda n: cell_of.get(Path(n).name, n)),
+        per = per.assign(method=per["run"].map(lambda n: cell_by_run.get(Path(n).name, n)),
                          task=per["base_task"], setting="")
         fig = an.fig_eval_curves(per, colors={**{c: colors[c] for c in cells},
                                               **{METHOD_NAMES[m]: an.METHOD_COLORS[m] for m in baselines}})
