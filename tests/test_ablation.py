@@ -63,6 +63,11 @@ def test_paired_difference_to_dapo():
     assert a["d_eval_length"] == pytest.approx(2.0) and a["paired_seeds"] == 3
     assert a["final_lambda"] == pytest.approx(2.0)
     assert "λ-GRPO lr 10, r 1/3" in md and "(reference)" in md
+    import csv as csv_module
+    import io
+
+    parsed = list(csv_module.DictReader(io.StringIO(csv)))  # the cell's name has a comma: quoted, one column
+    assert [r["cell"] for r in parsed] == [x["cell"] for x in agg] and all(None not in r for r in parsed)
 
 
 def test_finished_run_with_other_config_is_not_reused(tmp_path):

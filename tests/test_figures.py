@@ -122,6 +122,32 @@ def test_demo_figure_legend_covers_no_bar():
     assert "± 95% t-interval" in ax.get_title()
 
 
+def test_ablation_figures_from_finished_runs(demo_like, monkeypatch):
+    """The ablation's three figures drawn from real runs (the tiny λ-GRPO runs are one cell):
+    the vs-DAPO panel puts each cell at its paired accuracy difference, read from the runs here."""
+    import matplotlib.pyplot as plt
+
+    root, kind = demo_like
+    if kind != "reference":
+        pytest.skip("needs the reference trainer's runs (final and in-training evaluations)")
+    base = {"sum": {"accuracy": 0.3125, "n": 16}}
+    rows = cpu_tables.summarise(root, base)
+    _, _, agg = cpu_tables.ablation_table(rows)
+    figs = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: figs.append(self))  # draw, write nothing
+    paths = cpu_figures.ablation_figures(root, agg, {r["name"] for r in rows})
+    assert [p.name for p in paths] == ["ablation_lambda_f.png", "ablation_vs_dapo.png", "ablation_accuracy_curves.png"]
+    acc = {}
+    for run in find_runs(root):
+        acc.setdefault(run.meta()["method"], {})[run.meta()["seed"]] = run.eval_scores()["benchmarks"]["sum_heldout"]["accuracy"]
+    (ax,) = [a for a in figs[1].axes if a.get_title() == "task 'sum'"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    xs = [c.lines[0].get_xdata()[0] for c in ax.containers]
+    for method, label in (("grpo", "GRPO (n=2)"), ("lambda", "λ-GRPO lr 0.1, r 0.3 (n=2)")):
+        d = np.mean([100 * (acc[method][s] - acc["dapo"][s]) for s in (0, 1)])
+        assert xs[labels.index(label)] == pytest.approx(d)
+
+
 def test_fig4_draws_every_evaluation_with_step_0(demo_like):
     root, kind = demo_like
     if kind != "reference":

@@ -49,11 +49,19 @@ def summarise(root: Path, base: dict, last: int = 20) -> list[dict]:
 
 
 def csv_text(agg: list[dict], cols: list[str]) -> str:
-    """The aggregated rows as CSV: floats to 6 significant digits, None empty."""
+    """The aggregated rows as CSV: floats to 6 significant digits, None empty, a text with a
+    comma (an ablation cell's name) quoted."""
+    import csv
+    import io
+
     def cell(v):
         return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else str(v))
 
-    return ",".join(cols) + "\n" + "".join(",".join(cell(a[c]) for c in cols) + "\n" for a in agg)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(cols)
+    w.writerows([cell(a[c]) for c in cols] for a in agg)
+    return out.getvalue()
 
 
 def runs_csv(rows: list[dict]) -> str:
