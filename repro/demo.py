@@ -104,15 +104,20 @@ class Report:
     def __init__(self, a):
         self.a = a
 
-    def banner(self, root: Path) -> str: ...
+    def banner(self, root: Path) -> str:
+        raise NotImplementedError
 
-    def tables(self, rows: list[dict], base: dict) -> tuple[str, str, list[dict]]: ...
+    def tables(self, rows: list[dict], base: dict) -> tuple[str, str, list[dict]]:
+        raise NotImplementedError
 
-    def figures(self, root: Path, rows: list[dict], base: dict, agg: list[dict]) -> list[Path]: ...
+    def figures(self, root: Path, rows: list[dict], base: dict, agg: list[dict]) -> list[Path]:
+        raise NotImplementedError
 
-    def text(self, d: Done) -> str: ...
+    def text(self, d: Done) -> str:
+        raise NotImplementedError
 
-    def write(self, d: Done, text: str, csv: str) -> None: ...
+    def write(self, d: Done, text: str, csv: str) -> None:
+        raise NotImplementedError
 
     def missing_note(self, d: Done) -> str:
         return (f"**Not finished: {len(d.missing)} of the {len(self.jobs)} runs** ({', '.join(d.missing)}); the table "
