@@ -234,7 +234,13 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
         book.fig(an.fig_eval_curves(ev), "fig3_eval_accuracy", _by(an.fig_eval_curves), runs_label,
                  "Paper Figs. 3 and 5 plot accuracy per benchmark vs step; here, per benchmark the runs "
                  "evaluated, at the steps they evaluated.")
-    # where methods differ by more than the seed spread (computed, per task and metric)
+    # where methods differ beyond seed noise (computed, per task and metric): the package's one
+    # rule, repro.analysis.stats (the 95% t-interval of the difference excludes 0)
+    diffs = an.method_differences(df)
+    if len(diffs):
+        book.table(diffs, "method_differences", _by(an.method_differences), runs_label,
+                   "no paper counterpart (one seed per method there): each method minus each other, last 10% of "
+                   "steps, with the 95% t-interval of the difference across seeds (Welch; repro.analysis.stats).")
     for task, d in summ.groupby("task"):
         if d["method"].nunique() < 2:
             continue
@@ -249,16 +255,24 @@ def run_artifacts(book: Book, found, df, runs_label: str, runs_root: Path) -> li
             notes.append(f"Task `{task}` (last 10% of steps; fewer than 2 seeds for some method, so no "
                          f"comparison with seed noise is possible): " + "; ".join(vals) + ".")
             continue
-        for col in [c for c in summ.columns if c.endswith(" mean") and "λ" not in c]:
-            base = col[:-5]
-            sd = d[f"{base} std"].fillna(0)
-            if d["seeds"].min() < 2 or d[col].isna().all():
+        dt = diffs[diffs["task"] == task]
+        for q, dq in dt.groupby("quantity", sort=False):
+            judged = dq[dq["beyond noise"].notna()]
+            if not len(judged):
                 continue
-            spread = d[col].max() - d[col].min()
-            noise = float(sd.max())
-            verdict = "exceeds" if spread > 2 * noise else "does not exceed"
-            notes.append(f"Task `{task}`, {base}: range across methods {spread:.3g} {verdict} twice the "
-                         f"largest seed std ({noise:.3g}).")
+            beyond = judged[judged["beyond noise"].astype(bool)]
+            widest = judged.loc[judged["difference"].abs().idxmax()]
+            notes.append(
+                f"Task `{task}`, {q}: range across methods {abs(widest['difference']):.3g} "
+                f"({an.label(widest['method'])} − {an.label(widest['minus'])} = {widest['difference']:+.3g} "
+                f"± {widest['ci95']:.3g}); "
+                + (f"{len(beyond)} of {len(judged)} method pairs differ beyond seed noise (95% t-interval of the "
+                   "difference excludes 0): " + "; ".join(
+                       f"{an.label(r['method'])} − {an.label(r['minus'])} {r['difference']:+.3g} ± {r['ci95']:.3g}"
+                       for _, r in beyond.iterrows()) + "."
+                   if len(beyond) else
+                   f"none of the {len(judged)} method pairs differs beyond seed noise (the 95% t-interval of "
+                   "each difference contains 0)."))
     return notes
 
 

@@ -98,6 +98,18 @@ def weighting_of(cfg: dict) -> dict:
     return {k: cfg[k] for k in ("method", "r", "sigma", "alpha", "lambda_init", "lambda_lr") if k in cfg}
 
 
+def flat_config(cfg: dict) -> dict:
+    """A run config with its weighting (``weighting_of``) also flat (``method``, ``r``,
+    ``lambda_lr``) and under the dotted keys that ``--set`` overrides name
+    (``weighting.r``, ``weighting.lambda.lr``), whatever layout the run folder holds."""
+    cfg = dict(cfg or {})
+    w = weighting_of(cfg)
+    cfg.update(w)
+    cfg.update({f"weighting.{k}": v for k, v in w.items() if not k.startswith("lambda_")})
+    cfg.update({f"weighting.lambda.{k[7:]}": v for k, v in w.items() if k.startswith("lambda_")})
+    return cfg
+
+
 def validate_record(rec: dict) -> dict:
     """Check one metrics line against the schema; returns it unchanged. Extra keys are allowed."""
     missing = [k for k in REQUIRED if k not in rec]

@@ -1,17 +1,21 @@
-"""The ablation driver of ``repro.demo`` (issue 13): the grid, the overrides every run folder
-carries, run reuse, and the paired statistics (checked against numbers computed here)."""
+"""The ablation driver of ``repro.demo`` (issue 13): the grid and the scheduler (``repro.jobs``),
+the overrides every run folder carries, run reuse, and the paired statistics
+(``repro.analysis.cpu_tables``, checked against numbers computed here)."""
 from __future__ import annotations
 
 import math
 
 import pytest
+from scipy import stats
 
 from repro import demo
+from repro import jobs as jb
+from repro.analysis import cpu_tables
 from repro.trainers.reference import load_cpu_config, parse_overrides
 
 
 def test_grid_is_36_cells_plus_12_baselines_seed_major():
-    jobs = demo.ablation_plan()
+    jobs = jb.ablation_plan()
     assert len(jobs) == 48 and len({j.name for j in jobs}) == 48
     lam = [j for j in jobs if j.method == "lambda"]
     assert len(lam) == 36
@@ -27,9 +31,9 @@ def test_grid_is_36_cells_plus_12_baselines_seed_major():
 
 
 def test_overrides_reach_the_saved_config_exactly(tmp_path):
-    job = next(j for j in demo.ablation_plan() if j.method == "lambda" and dict(j.overrides)["weighting.lambda.lr"] == 10.0
+    job = next(j for j in jb.ablation_plan() if j.method == "lambda" and dict(j.overrides)["weighting.lambda.lr"] == 10.0
                and math.isclose(dict(j.overrides)["weighting.r"], 1 / 3))
-    cmd = demo._cmd(tmp_path / job.name, job, {"eval_every": 25, "eval_problems": 1000}, resume=False)
+    cmd = jb.job_command(tmp_path / job.name, job, {"eval_every": 25, "eval_problems": 1000}, resume=False)
     sets = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--set"]
     task, method = cmd[cmd.index("--task") + 1], cmd[cmd.index("--method") + 1]
     cfg = load_cpu_config(task, method, parse_overrides(sets))
@@ -42,7 +46,7 @@ def _row(task, method, seed, acc, length, lr=None, r=None, lam=0.0):
     return {"name": f"{task}_{method}_{lr}_{r}_s{seed}", "task": task, "method": method, "seed": seed,
             "lambda_lr": lr, "r": r, "eval_accuracy": acc, "eval_length": length,
             "eval_verbose_share": 0.5, "final_lambda": lam, "f_min_last": 0.9, "f_max_last": 1.1,
-            **{f"lambda_at_{k}": lam for k in demo.LAMBDA_STEPS}}
+            **{f"lambda_at_{k}": lam for k in cpu_tables.LAMBDA_STEPS}}
 
 
 def test_paired_difference_to_dapo():
@@ -50,28 +54,32 @@ def test_paired_difference_to_dapo():
     cell = [0.53, 0.61, 0.60]
     rows = [_row("sum", "dapo", s, a, 20.0) for s, a in enumerate(dapo)]
     rows += [_row("sum", "lambda", s, a, 21.0 + s, lr=10.0, r=1 / 3, lam=1.0 + s) for s, a in enumerate(cell)]
-    md, csv, agg = demo.ablation_table(rows)
+    md, csv, agg = cpu_tables.ablation_table(rows)
     a = next(x for x in agg if x["method"] == "lambda")
-    d = [100 * (c - b) for c, b in zip(cell, dapo)]  # +3, +1, +5 pp
-    m = sum(d) / 3
-    sd = math.sqrt(sum((x - m) ** 2 for x in d) / 2)
-    assert a["d_eval_accuracy"] == pytest.approx(3.0)
-    assert a["d_eval_accuracy_ci95"] == pytest.approx(4.303 * sd / math.sqrt(3))
+    # +3, +1, +5 pp; the interval from scipy's paired t-test, an independent computation
+    ci = stats.ttest_rel([100 * c for c in cell], [100 * b for b in dapo]).confidence_interval(0.95)
+    assert a["d_eval_accuracy"] == pytest.approx(3.0) == pytest.approx((ci.low + ci.high) / 2)
+    assert a["d_eval_accuracy_ci95"] == pytest.approx((ci.high - ci.low) / 2)
     assert a["d_eval_length"] == pytest.approx(2.0) and a["paired_seeds"] == 3
     assert a["final_lambda"] == pytest.approx(2.0)
     assert "λ-GRPO lr 10, r 1/3" in md and "(reference)" in md
+    import csv as csv_module
+    import io
+
+    parsed = list(csv_module.DictReader(io.StringIO(csv)))  # the cell's name has a comma: quoted, one column
+    assert [r["cell"] for r in parsed] == [x["cell"] for x in agg] and all(None not in r for r in parsed)
 
 
 def test_finished_run_with_other_config_is_not_reused(tmp_path):
     from repro.runs import Run
 
-    job = demo.Job("sum_lambda_x_s0", "sum", "lambda", 0, (("weighting.lambda.lr", 10.0),))
+    job = jb.Job("sum_lambda_x_s0", "sum", "lambda", 0, (("weighting.lambda.lr", 10.0),))
     run = Run.create(tmp_path / job.name, {"task": "sum", "method": "lambda", "seed": 0, "lambda_lr": 0.1},
                      seed=0, method="lambda")
     (run.metrics_path).write_text("")
     run.mark_done({})
     with pytest.raises(RuntimeError, match="weighting.lambda.lr"):
-        demo.run_all(tmp_path, [job], {}, 1, 1)
+        jb.run_all(tmp_path, [job], {}, 1, 1)
 
 
 def test_h_floor_note_says_h_positive():
@@ -86,7 +94,7 @@ def test_a_run_another_process_trains_is_not_started_twice(tmp_path):
 
     from repro.runs import Run
 
-    job = demo.Job("sum_dapo_s0", "sum", "dapo", 0)
+    job = jb.Job("sum_dapo_s0", "sum", "dapo", 0)
     out = tmp_path / job.name
     out.mkdir()
     # a stand-in for another invocation's trainer: finishes the run after a moment
@@ -99,8 +107,8 @@ def test_a_run_another_process_trains_is_not_started_twice(tmp_path):
         r.mark_done({{}})
     """)
     other = subprocess.Popen([sys.executable, "-c", code])
-    (out / demo.LOCK).write_text(f"{other.pid}\n")
-    n = demo.run_all(tmp_path, [job], {}, 1, 1)
+    (out / jb.LOCK).write_text(f"{other.pid}\n")
+    n = jb.run_all(tmp_path, [job], {}, 1, 1)
     assert n == 0 and other.poll() == 0 and Run(out).is_done()
 
 
@@ -112,10 +120,10 @@ def test_demo_table_shares_the_ablation_aggregation():
     rows = [{**_row("sum", "dapo", s, a, 20.0), "eval_gain": a - 0.5, "len_adv_cov_mean": c, "wall_s": None}
             for s, (a, c) in enumerate(zip(accs, covs))]  # no train_length / train_entropy keys
     base = {"sum": {"accuracy": 0.5, "response_length_mean": 20.0, "style_share": {"verbose": 0.3}}}
-    md, csv, agg = demo.table(rows, base)
+    md, csv, agg = cpu_tables.table(rows, base)
     (a,) = agg
-    m = sum(covs) / 3
-    ci = 4.303 * math.sqrt(sum((x - m) ** 2 for x in covs) / 2) / math.sqrt(3)
+    lo, hi = stats.ttest_1samp(covs, 0.0).confidence_interval(0.95)  # scipy, independently
+    ci = (hi - lo) / 2
     assert a["len_adv_cov_mean"] == pytest.approx(2.5) and a["len_adv_cov_mean_ci95"] == pytest.approx(ci)
     assert math.isnan(a["train_length"]) and math.isnan(a["wall_s"])
     assert f"| +2.50 ± {ci:.2f} |" in md and "| – | – |" in md
@@ -128,8 +136,6 @@ def test_demo_table_shares_the_ablation_aggregation():
 def test_report_only_writes_the_report_with_no_runs(tmp_path):
     # the report's whole path as the command runs it (config loading, the h > 0 note, the
     # start-checkpoint evaluation, tables and figures), on an empty runs folder
-    from repro import demo
-
     demo.main(["--ablation", "--report-only", "--out", str(tmp_path), "--tasks", "sum",
                "--seeds", "1", "--eval-problems", "10"])
     text = (tmp_path / "ablation.md").read_text()

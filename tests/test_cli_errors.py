@@ -80,6 +80,21 @@ def test_eval_bad_options(tmp_path, args, says):
 
 
 # ---------------------------------------------------------------------------------------------
+# python -m repro.demo: options of the other mode are refused, not ignored
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, says", [
+    (["--rs", "0.5"], "--ablation"),
+    (["--lambda-lrs", "1"], "--ablation"),
+    (["--ablation", "--methods", "grpo"], "drop --full / --methods"),
+    (["--ablation", "--full"], "drop --full / --methods"),
+])
+def test_demo_refuses_options_of_the_other_mode(tmp_path, args, says):
+    p = run("repro.demo", "--out", str(tmp_path / "o"), *args)
+    assert says in one_line(p, "python -m repro.demo") and p.returncode == 2
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
 # python -m repro.artifacts: never writes the committed paper_artifacts/ unless asked
 # ---------------------------------------------------------------------------------------------
 def _tree_state(root: Path) -> dict:

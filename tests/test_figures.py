@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 
 from analysis_fixtures import shared_tiny_runs, synthetic_runs  # noqa: E402
 from repro import analysis as an  # noqa: E402
-from repro import demo  # noqa: E402
+from repro.analysis import cpu_figures, cpu_tables  # noqa: E402
 from repro.analysis import lab  # noqa: E402
 from repro.runs import find_runs  # noqa: E402
 
@@ -55,13 +55,13 @@ def test_demo_figure_agrees_with_its_runs(demo_like):
     if kind != "reference":
         pytest.skip("needs the reference trainer's runs (final and in-training evaluations)")
     base = {"sum": {"accuracy": 0.3125, "n": 16}}  # the start checkpoint's score, made up here
-    rows = demo.summarise(root, base)
-    figs = demo.task_figures(root, rows, base)
+    rows = cpu_tables.summarise(root, base)
+    figs = cpu_figures.task_figures(root, rows, base)
     assert list(figs) == ["sum"]
     fig = figs["sum"]
     # a grid readable at 100 %: 2 rows × 3 panels, at most 1,600 px wide as saved
     assert len([a for a in fig.axes if a.get_visible()]) == 6
-    w, h = fig.get_size_inches() * demo.FIG_DPI
+    w, h = fig.get_size_inches() * cpu_figures.FIG_DPI
     assert w <= 1600 and h <= 900 and w / h < 2.2
     periodic, ns = _periodic_by_hand(root)
     assert ns == {8}
@@ -105,7 +105,7 @@ def test_demo_figure_legend_covers_no_bar():
                              "lambda": 0.01 * step if method == "lambda" else 0.0})
             per_ += [{"task": "sum", "method": method, "seed": seed, "step": st, "accuracy": 0.5, "n": 200}
                      for st in (0, 10, 20, 30)]
-    fig = demo.figure_task("sum", pd.DataFrame(recs), pd.DataFrame(per_), rows_, 0.2, 500)
+    fig = cpu_figures.figure_task("sum", pd.DataFrame(recs), pd.DataFrame(per_), rows_, 0.2, 500)
     ax = _ax_with_title(fig, "final held-out accuracy")
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
@@ -120,6 +120,32 @@ def test_demo_figure_legend_covers_no_bar():
         assert not leg.overlaps(box), box
     assert [t.get_text() for t in ax.texts] == ["96.3"] * 3  # each bar's value, mean of the seeds
     assert "± 95% t-interval" in ax.get_title()
+
+
+def test_ablation_figures_from_finished_runs(demo_like, monkeypatch):
+    """The ablation's three figures drawn from real runs (the tiny λ-GRPO runs are one cell):
+    the vs-DAPO panel puts each cell at its paired accuracy difference, read from the runs here."""
+    import matplotlib.pyplot as plt
+
+    root, kind = demo_like
+    if kind != "reference":
+        pytest.skip("needs the reference trainer's runs (final and in-training evaluations)")
+    base = {"sum": {"accuracy": 0.3125, "n": 16}}
+    rows = cpu_tables.summarise(root, base)
+    _, _, agg = cpu_tables.ablation_table(rows)
+    figs = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: figs.append(self))  # draw, write nothing
+    paths = cpu_figures.ablation_figures(root, agg, {r["name"] for r in rows})
+    assert [p.name for p in paths] == ["ablation_lambda_f.png", "ablation_vs_dapo.png", "ablation_accuracy_curves.png"]
+    acc = {}
+    for run in find_runs(root):
+        acc.setdefault(run.meta()["method"], {})[run.meta()["seed"]] = run.eval_scores()["benchmarks"]["sum_heldout"]["accuracy"]
+    (ax,) = [a for a in figs[1].axes if a.get_title() == "task 'sum'"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    xs = [c.lines[0].get_xdata()[0] for c in ax.containers]
+    for method, label in (("grpo", "GRPO (n=2)"), ("lambda", "λ-GRPO lr 0.1, r 0.3 (n=2)")):
+        d = np.mean([100 * (acc[method][s] - acc["dapo"][s]) for s in (0, 1)])
+        assert xs[labels.index(label)] == pytest.approx(d)
 
 
 def test_fig4_draws_every_evaluation_with_step_0(demo_like):

@@ -6,7 +6,12 @@ and ``repro.demo``, in small modules:
 * ``loading``: the run folder to read, every run's metrics and evaluation scores (through
   ``repro.runs``);
 * ``plots``: method labels and colours, seed bands and their smoothing, the run figures;
-* ``summaries``: per-run and per-method tables, λ's gradient against cov(length, advantage).
+* ``summaries``: per-run and per-method tables, differences between methods against seed noise,
+  λ's gradient against cov(length, advantage);
+* ``stats``: means and 95% t-intervals across seeds, and the package's one rule for a
+  difference "beyond seed noise" (its interval excludes 0), used by all of the above, the demo
+  and ``repro.artifacts``;
+* ``cpu_tables``, ``cpu_figures``: the CPU reproduction's tables and figures (``repro.demo``).
 
 The paper's facts (its benchmarks, Table 1 and its check, the comparison with it) are in
 ``repro.paper``. Nothing here hard-codes a result: each function computes what it returns
@@ -29,5 +34,6 @@ from repro.analysis.plots import (METHOD_COLORS, METHOD_LABELS, METRIC_LABELS, P
                                   fig_lambda_trajectories, fig_metric_bands, label, periodic_evals, plot_band,
                                   problem_set, r_name, scale, seed_band, seeds_label, setting_styles,
                                   smooth_band)
-from repro.analysis.summaries import across_runs, grad_cov_table, method_summary, run_summary
+from repro.analysis.stats import Difference, beyond_noise, mean_ci, paired_difference, welch_difference
+from repro.analysis.summaries import across_runs, grad_cov_table, method_differences, method_summary, run_summary
 from repro.paper import FIG2_R, load_table1, table1_average_check

@@ -13,13 +13,15 @@ from typing import Sequence
 import pandas as pd
 
 from repro.objective import METHODS
+from repro.paper import FIG2_R
 
 # labels and colours come from the method registry (repro.objective.METHODS), the one place they are
 # written; this is only the order of tables and legends (registered methods not named go last)
 _ORDER = ("grpo", "dapo", "lambda", "dr_grpo", "delta_l")
 METHOD_LABELS = {m: METHODS[m].label for m in (*_ORDER, *(k for k in METHODS if k not in _ORDER))}
 METHOD_COLORS = {m: METHODS[m].color for m in METHOD_LABELS}
-R_NAMES = {1 / 30: "1/30", 1 / 15: "1/15", 1 / 9: "1/9", 1 / 3: "1/3"}
+# r as a fraction: Figure 2's values (the paper's r among them) and the ablation's 1/3
+R_NAMES = {r: f"1/{round(1 / r)}" for r in (*FIG2_R, 1 / 3)}
 
 # metrics of the run schema that the notebooks plot, with their axis labels (units included)
 METRIC_LABELS = {

@@ -1,5 +1,6 @@
-"""Tables of runs: per-run and per-method summaries of the last steps, and λ's gradient against
-the within-group covariance of length and advantage."""
+"""Tables of runs: per-run and per-method summaries of the last steps, the differences between
+methods against seed noise, and λ's gradient against the within-group covariance of length and
+advantage."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from repro.analysis.plots import scale
+from repro.analysis.plots import _method_order, scale
+from repro.analysis.stats import welch_difference
 
 def grad_cov_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per (task, run): Pearson and Spearman correlation between λ's applied gradient and the
@@ -62,3 +64,29 @@ def across_runs(values: pd.Series, by) -> pd.DataFrame:
     g = values.groupby(by)
     out = g.agg(["mean", "std", "min", "max", "count"]).rename(columns={"count": "runs"})
     return out if int(out["runs"].max()) > 1 else out.drop(columns="std")
+
+
+def method_differences(df: pd.DataFrame, pairs=None, tail: float = 0.1) -> pd.DataFrame:
+    """Per task and quantity (each run's mean over its last ``tail`` share of steps,
+    ``run_summary``; λ left out): one method's mean across seeds minus another's, the half-width
+    of its 95% interval and whether it is beyond seed noise (``repro.analysis.stats``'s rule,
+    unpaired: ``welch_difference``; None with fewer than 2 seeds on a side). ``pairs``:
+    ``(method, minus)`` tuples; by default every pair present, each method minus every one
+    before it in the package's order."""
+    s = run_summary(df, tail)
+    quantities = [c for c in s.columns if c not in ("run", "task", "method", "seed", "steps") and "λ" not in c]
+    rows = []
+    for task, d in s.groupby("task", sort=True):
+        present = _method_order(d["method"])
+        todo = pairs if pairs is not None else [(b, a) for i, a in enumerate(present) for b in present[i + 1:]]
+        for q in quantities:
+            for m, ref in todo:
+                a, b = (d.loc[d["method"] == x, q].dropna().astype(float).tolist() for x in (m, ref))
+                if not a or not b:
+                    continue
+                diff = welch_difference(a, b)
+                rows.append({"task": task, "quantity": q, "method": m, "minus": ref, "seeds": len(a),
+                             "seeds (minus)": len(b), "difference": diff.diff, "ci95": diff.half,
+                             "beyond noise": diff.beyond_noise})
+    return pd.DataFrame(rows, columns=["task", "quantity", "method", "minus", "seeds", "seeds (minus)",
+                                       "difference", "ci95", "beyond noise"])
