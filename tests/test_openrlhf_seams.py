@@ -289,7 +289,7 @@ def _bare_trainer(method="lambda", lr=0.1, init=0.0):
                                    train=types.SimpleNamespace(dynamic_batch_enable=False))
     t.actor_loss_fn = PolicyLoss()
     t.strategy = types.SimpleNamespace()
-    t.setup_lambda(LambdaSettings(method=method, lr=lr, init=init))
+    t.setup_lambda(LambdaSettings(weighting={"method": method, "lambda": {"init": init, "lr": lr}}))
     return t
 
 
@@ -336,10 +336,10 @@ def test_fixed_methods_have_no_lambda_and_fp16_is_refused():
     t2 = _bare_trainer("dapo")
     t2.args.ds.param_dtype = "fp16"
     t2.actor_loss_fn = PolicyLoss()
-    t2.setup_lambda(LambdaSettings(method="dapo"))  # fixed weights: fp16 is fine
+    t2.setup_lambda(LambdaSettings(weighting={"method": "dapo"}))  # fixed weights: fp16 is fine
     t2.actor_loss_fn = PolicyLoss()
     with pytest.raises(ValueError, match="bf16"):
-        t2.setup_lambda(LambdaSettings(method="lambda"))
+        t2.setup_lambda(LambdaSettings(weighting={"method": "lambda"}))
 
 
 def test_gpu_check_script_runs_on_cpu():

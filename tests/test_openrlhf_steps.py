@@ -379,7 +379,7 @@ def test_every_optimizer_step_is_the_papers_objective(size, method, monkeypatch)
         lam = record[0][k]["lam"]
         assert all(record[r][k]["lam"] == lam for r in range(W))
         lams.append(lam)
-        want = expected_step_grad(ids, data, G, method, "group", lam, settings.r, lo, hi, adv)
+        want = expected_step_grad(ids, data, G, method, "group", lam, settings.weighting.params.r if method == "lambda" else None, lo, hi, adv)
         got = record[0][k]["grad"]
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-13), (k, float((got - want).abs().max()))
     assert sorted(seen_all) == list(range(data["N"]))  # each sample trained once per epoch
