@@ -97,10 +97,16 @@ class WeightingConfig:
                             f"WeightingConfig.from_dict), got {type(self.lambda_).__name__}")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "WeightingConfig":
-        """The block as YAML, JSON or ``--set``/``--lgrpo.weighting.*`` give it (nested dict)."""
+    def from_dict(cls, d: dict | None, *, complete: bool = False) -> "WeightingConfig":
+        """The block as YAML, JSON or ``--set``/``--lgrpo.weighting.*`` give it (nested dict).
+        ``complete``: ``method`` and ``lambda: {init, lr}`` must be given, none taken from the
+        defaults here (the CPU configs, whose YAML layers are the one source of their values)."""
         if d is not None and not isinstance(d, dict):
             raise ValueError(f"weighting must be a mapping {{method, <its parameters>, lambda: {{init, lr}}}}, got {d!r}")
+        if complete and ("method" not in (d or {}) or not isinstance((d or {}).get("lambda"), dict)
+                         or not {"init", "lr"} <= set(d["lambda"])):
+            raise ValueError(f"config key 'weighting' must give method and lambda: {{init, lr}} "
+                             f"(base.yaml gives lambda, methods/<method>.yaml the method), got {d!r}")
         d = dict(d or {})
         method = d.pop("method", cls.method)
         lam = d.pop("lambda", None) or {}
