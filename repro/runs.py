@@ -79,23 +79,75 @@ class SchemaError(ValueError):
     pass
 
 
+_WEIGHTING_PARAMS = ("r", "sigma", "alpha")  # the parameters the old layouts could hold
+_LAMBDA_KEYS = {"lambda_init": "init", "lambda_lr": "lr", "init": "init", "lr": "lr"}
+
+
+def migrate_config(cfg: dict | None) -> dict:
+    """A run's config in today's layout, where the weighting is the ``weighting:`` block
+    (``{method, <the method's parameters>, lambda: {init, lr}}``, as the configs write it).
+
+    The one reader of the two older layouts a run folder may hold, migrated here on read:
+    an ``lgrpo:`` block (paper-scale configs before the trainer contract: ``method``, ``r``,
+    ``sigma``, ``alpha``, ``init``, ``lr`` beside ``scope``, ``run_dir``...; the non-weighting keys
+    stay in ``lgrpo:``) and flat top-level keys (reference runs before the contract: ``method``,
+    ``r``, ``sigma``, ``alpha``, ``lambda_init``, ``lambda_lr``; the top-level ``method`` is kept
+    and copied into the block). Of ``r``/``sigma``/``alpha`` the
+    block keeps those the method takes (the old layouts carried all three for every method).
+    A config that has a ``weighting:`` block is returned as it is."""
+    cfg = dict(cfg or {})
+    if isinstance(cfg.get("weighting"), dict):
+        return cfg
+    lg = cfg.get("lgrpo")
+    if isinstance(lg, dict) and "method" in lg:
+        rest = dict(lg)
+        old = {k: rest.pop(k) for k in ("method", *_WEIGHTING_PARAMS, "init", "lr") if k in rest}
+        cfg["lgrpo"] = rest
+    else:
+        old = {k: cfg.pop(k) for k in (*_WEIGHTING_PARAMS, "lambda_init", "lambda_lr") if k in cfg}
+        if not old:  # no weighting in this config (a top-level method alone is not one)
+            return cfg
+        if "method" in cfg:
+            old["method"] = cfg["method"]
+    block: dict = {"method": old["method"]} if "method" in old else {}
+    own = _method_params(old.get("method"))
+    block.update({k: old[k] for k in _WEIGHTING_PARAMS if k in old and (own is None or k in own)})
+    lam = {_LAMBDA_KEYS[k]: v for k, v in old.items() if k in _LAMBDA_KEYS}
+    if lam:
+        block["lambda"] = lam
+    cfg["weighting"] = block
+    return cfg
+
+
+def _method_params(method) -> set | None:
+    """The parameter names of a registered method; None when it is not registered."""
+    import dataclasses
+
+    from repro.objective import METHODS
+
+    m = METHODS.get(method)
+    return None if m is None else {f.name for f in dataclasses.fields(m.params)}
+
+
+def dotted(d: dict, prefix: str = "") -> dict:
+    """A nested config as one level of dotted keys, as ``--set`` spells them
+    (``{"weighting": {"lambda": {"lr": 0.1}}}`` -> ``{"weighting.lambda.lr": 0.1}``)."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def weighting_of(cfg: dict) -> dict:
-    """A run config's weighting as one flat dict ``{method, <the method's parameters>,
-    lambda_init, lambda_lr}``, from any layout a run folder may hold: the ``weighting:`` block
-    (reference trainer), the ``lgrpo:`` block (paper-scale configs before the trainer contract)
-    or flat top-level keys (reference runs before the contract). Absent keys stay absent."""
-    w = cfg.get("weighting")
-    if isinstance(w, dict):
-        out = {k: v for k, v in w.items() if k != "lambda"}
-        lam = w.get("lambda") or {}
-        out.update({f"lambda_{k}": v for k, v in lam.items()})
-        return out
-    if isinstance(cfg.get("lgrpo"), dict):
-        lg = cfg["lgrpo"]
-        out = {k: lg[k] for k in ("method", "r", "sigma", "alpha") if k in lg}
-        out.update({f"lambda_{k}": lg[k] for k in ("init", "lr") if k in lg})
-        return out
-    return {k: cfg[k] for k in ("method", "r", "sigma", "alpha", "lambda_init", "lambda_lr") if k in cfg}
+    """DEPRECATED, for ``repro.demo`` until it reads ``dotted(Run.config())``: the migrated
+    ``weighting:`` block as flat ``{method, <params>, lambda_init, lambda_lr}``."""
+    w = dict(migrate_config(cfg).get("weighting") or {})
+    lam = w.pop("lambda", None) or {}
+    w.update({f"lambda_{k}": v for k, v in lam.items()})
+    return w
 
 
 def flat_config(cfg: dict) -> dict:
@@ -340,13 +392,15 @@ class Run:
 
     # reading -----------------------------------------------------------------------------
     def config(self) -> dict:
+        """The run's config.yaml, older layouts migrated (``migrate_config``): the weighting is
+        always the ``weighting:`` block."""
         import yaml
 
-        return yaml.safe_load(self.config_path.read_text())
+        return migrate_config(yaml.safe_load(self.config_path.read_text()))
 
     def weighting(self) -> dict:
-        """``weighting_of(self.config())``: the method and its settings, flat."""
-        return weighting_of(self.config() or {})
+        """The config's ``weighting:`` block: ``{method, <its parameters>, lambda: {init, lr}}``."""
+        return dict(self.config().get("weighting") or {})
 
     def meta(self) -> dict:
         return json.loads(self.meta_path.read_text())

@@ -31,11 +31,11 @@ def settings_table(found, labels: dict):
 
     rows = []
     for run in found:
-        w = run.weighting() or {}  # repro.runs.weighting_of: flat keys
+        w = run.weighting()  # the config's weighting: block (older layouts migrated by repro.runs)
         cfg = run.config() or {}
         rows.append({"run": labels[run][0], "task": labels[run][1] or cfg.get("task"),
                      "method": run.meta().get("method"), "seed": run.meta().get("seed"),
-                     "steps (config)": cfg.get("steps"), "λ lr": w.get("lambda_lr"),
+                     "steps (config)": cfg.get("steps"), "λ lr": (w.get("lambda") or {}).get("lr"),
                      "r": w.get("r"), "done": run.is_done()})
     return pd.DataFrame(rows)
 

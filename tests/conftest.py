@@ -8,10 +8,14 @@ whichever of them is really absent (``openrlhf_cpu.use_stubs``).
 Fixtures:
 ``openrlhf_stub_env``: the environment a subprocess needs for the same stand-ins.
 ``tiny_run``: trains a small real run with the reference trainer (``analysis_fixtures.tiny_run``).
+``softmax_beta``: a weighting method with a parameter of its own, registered for one test.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
+import torch
 
 import analysis_fixtures  # the helper modules next to the tests (pytest puts tests/ on sys.path)
 import openrlhf_cpu
@@ -37,3 +41,26 @@ def tiny_run():
 def openrlhf_stub_env() -> dict:
     """Environment for a subprocess that needs the stand-ins (and the package on its path)."""
     return openrlhf_cpu.stub_env()
+
+
+@dataclass(frozen=True)
+class BetaParams:
+    beta: float = 1.0
+
+
+@pytest.fixture
+def softmax_beta():
+    """Method ``softmax_beta``: f = G·softmax(β·z), z the lengths standardised within the group
+    (sample σ, at least 1e-6), with its own parameter β; registered for one test only, through
+    ``repro.objective.register_method`` as a new method is, and removed after it."""
+    from repro import objective as obj
+
+    @obj.register_method("softmax_beta", "f = G softmax(βz)", params=BetaParams)
+    def softmax_beta_weights(lengths, p: BetaParams, lam=0.0):
+        z = (lengths - lengths.mean(dim=-1, keepdim=True)) / lengths.std(dim=-1, keepdim=True).clamp_min(1e-6)
+        return lengths.shape[-1] * torch.softmax(p.beta * z, dim=-1)
+
+    try:
+        yield obj.METHODS["softmax_beta"]
+    finally:
+        obj.METHODS.pop("softmax_beta")

@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # layout the package's ppo_train requires); one optimizer step (gas 4 x 2 samples) per epoch
 P, G, ROLLOUTS, SAVE_AFTER = 4, 4, 3, 2
 MICRO_ROLLOUT, MICRO_TRAIN, TRAIN_BATCH, EPOCHS = 4, 2, 16, 2
-LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=1 / 9, scope="group")  # the paper configs' scope
+WEIGHTING = {"method": "lambda", "r": 1 / 9, "lambda": {"init": 0.3, "lr": 2.0}}
+SCOPE = "group"  # the paper configs' scope
 MAX_LEN = 64
 
 
@@ -61,7 +62,7 @@ def run_phase(rank: int, world: int, workdir: str, phase: str) -> None:
     pretrain = os.path.join(workdir, "tiny-qwen2")
     args = local_actor.parse_args(openrlhf_argv(pretrain, os.path.join(workdir, "ckpt"), world, phase == "resume"))
     actor = local_actor.policy_actor(args, pretrain, max_steps=ROLLOUTS * EPOCHS,
-                                     lambda_settings=LambdaSettings(**LAMBDA))
+                                     lambda_settings=LambdaSettings(weighting=WEIGHTING, scope=SCOPE))
     trainer, engine = actor.trainer, actor.actor.model
     em = local_actor.experience_maker(args, actor.tokenizer)
     records, per_rollout = [], []

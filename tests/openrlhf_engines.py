@@ -63,8 +63,8 @@ def stock_flags(run_dir: Path, prompts: Path) -> list[str]:
 
 
 def lgrpo_flags(method: str, run_dir: Path) -> list[str]:
-    return ["--lgrpo.method", method, "--lgrpo.scope", "group", "--lgrpo.run_dir", str(run_dir),
-            "--lgrpo.lr", str(LAMBDA_LR), "--lgrpo.record_groups", "8"]
+    return ["--lgrpo.weighting.method", method, "--lgrpo.weighting.lambda.lr", str(LAMBDA_LR),
+            "--lgrpo.scope", "group", "--lgrpo.run_dir", str(run_dir), "--lgrpo.record_groups", "8"]
 
 
 def make_run(out: Path, method: str) -> Path:

@@ -135,7 +135,7 @@ def main(rank: int, world: int, port: int, out: str) -> None:
     trainer.actor_loss_fn = PolicyLoss()
     trainer.ema_model, trainer.aux_loss, trainer.replay_buffer, trainer.actor_optim = None, False, None, None
     trainer.actor_scheduler = types.SimpleNamespace(get_last_lr=lambda: [1e-6])
-    trainer.setup_lambda(LambdaSettings(method="lambda", lr=LR, r=R))
+    trainer.setup_lambda(LambdaSettings(weighting={"method": "lambda", "r": R, "lambda": {"lr": LR}}))
     trainer.lgrpo_lambda.param.data = trainer.lgrpo_lambda.param.data.double()
 
     lambdas, grads = [], []

@@ -102,13 +102,13 @@ def test_lambda_identical_on_ranks_and_equal_to_objective(engine_runs):
     l1 = [ro["lam"] for ro in train[1]["rollouts"]]
     assert l0 == l1  # bit for bit: λ's gradient is averaged over the DP group before each step
     steps, lams, grads = expected_lambda_trajectory(  # also checks the normalisers and the λ each loss used
-        [recs[("train", 0)], recs[("train", 1)]], lam0=W.LAMBDA["init"], lr=W.LAMBDA["lr"], r=W.LAMBDA["r"],
-        scope=W.LAMBDA["scope"], G=W.G)
+        [recs[("train", 0)], recs[("train", 1)]], lam0=W.WEIGHTING["lambda"]["init"], lr=W.WEIGHTING["lambda"]["lr"],
+        r=W.WEIGHTING["r"], scope=W.SCOPE, G=W.G)
     assert steps == list(range(W.ROLLOUTS * W.EPOCHS))  # one optimizer step per epoch here
     assert train[0]["optimizer_steps"] == len(steps)
     got_grads = [g for ro in train[0]["rollouts"] for g in ro["grads"]]
     assert got_grads == pytest.approx(grads, rel=1e-4, abs=1e-8)
-    assert abs(lams[-1] - W.LAMBDA["init"]) > 1e-3  # λ moved: the comparison says something
+    assert abs(lams[-1] - W.WEIGHTING["lambda"]["init"]) > 1e-3  # λ moved: the comparison says something
     per_rollout_expected = [lams[(k + 1) * W.EPOCHS - 1] for k in range(W.ROLLOUTS)]
     assert l0 == pytest.approx(per_rollout_expected, rel=1e-5, abs=1e-6)
 

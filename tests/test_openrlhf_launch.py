@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import subprocess
 import sys
@@ -29,14 +30,25 @@ REWARD_FILE = REPO / "repro" / "trainers" / "openrlhf" / "reward_fn.py"
 # settings
 # ----------------------------------------------------------------------------------------------
 def test_settings_flags_round_trip_and_errors():
-    s = LambdaSettings(method="lambda", r=0.2, lr=0.05, scope="group", run_dir="/x/y")
+    block = {"method": "lambda", "r": 0.2, "sigma": "population", "lambda": {"init": 0.5, "lr": 0.05}}
+    s = LambdaSettings(weighting=block, scope="group", run_dir="/x/y")
     got, rest = split_argv(["--a", "1", *to_flags(s), "--b"])
     assert got == s and rest == ["--a", "1", "--b"]
+    assert got.weighting.to_dict() == block  # the config's block, as it was written
     assert LambdaSettings.from_json(s.to_json()) == s
-    assert split_argv(["--lgrpo.method=dapo"])[0].method == "dapo"
-    for bad in (["--lgrpo.nope", "1"], ["--lgrpo.method", "x"], ["--lgrpo.r", "-1"], ["--lgrpo.r"],
-                ["--lgrpo.r", "1", "--lgrpo.r", "2"], ["--lgrpo.scope", "token"]):
-        with pytest.raises(ValueError):
+    assert json.loads(s.to_json())["weighting"] == block  # travels to the workers as that block
+    assert split_argv(["--lgrpo.weighting.method=dapo"])[0].method == "dapo"
+    assert split_argv(["--lgrpo.weighting.lambda.lr", "1e-3"])[0].weighting.lambda_.lr == 1e-3
+    for bad, msg in ((["--lgrpo.nope", "1"], "unknown flag --lgrpo.nope"),
+                     (["--lgrpo.lr", "0.1"], r"unknown flag --lgrpo.lr; known: --lgrpo.weighting.KEY"),
+                     (["--lgrpo.weighting.method", "x"], "unknown method 'x'"),
+                     (["--lgrpo.weighting.r", "-1"], "r must be"), (["--lgrpo.weighting.r"], "needs a value"),
+                     (["--lgrpo.weighting.method", "dapo", "--lgrpo.weighting.r", "0.2"],
+                      r"method 'dapo' takes parameters none, got \['r'\]"),
+                     (["--lgrpo.weighting.lambda.momentum", "0.9"], r"weighting.lambda takes init and lr, got \['momentum'\]"),
+                     (["--lgrpo.weighting.r", "1", "--lgrpo.weighting.r", "2"], "given twice"),
+                     (["--lgrpo.scope", "token"], "scope")):
+        with pytest.raises(ValueError, match=msg):
             split_argv(bad)
 
 
@@ -251,7 +263,8 @@ def test_dry_run_every_target(size, tmp_path):
         assert args.actor.model_name_or_path == o["actor.model_name_or_path"]
         assert args.reward.remote_url == [str(REWARD_FILE)]
         s, _ = split_argv(cmd[cmd.index("repro.trainers.openrlhf.launch") + 1:])
-        assert s.method == method and math.isclose(s.r, 1 / 9) and s.lr == 0.1 and s.init == 0.0
+        assert s.weighting.to_dict() == {"method": method, **({"r": 1 / 9, "sigma": "sample"} if method == "lambda" else {}),
+                                         "lambda": {"init": 0.0, "lr": 0.1}}
 
 
 def test_each_resolved_paper_config_computes_the_method_its_name_says():
@@ -369,7 +382,7 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
     assert calls[1][1] == {"LGRPO_GRADER": "qwen", "LGRPO_GRADER_TIMEOUT": "10", "HF_HUB_OFFLINE": "1"}
     for m in ("dapo", "lambda"):
         rd = runs.Run(tmp_path / "runs" / "openrlhf" / f"qwen2.5-3b-{m}-seed42")
-        assert rd.is_done() and rd.meta()["method"] == m and rd.config()["lgrpo"]["method"] == m
+        assert rd.is_done() and rd.meta()["method"] == m and rd.config()["weighting"]["method"] == m
         ps = rd.config()["data"]["prompt_set"]  # the cut to whole rollout batches, in the run's config
         assert (ps["source_rows"], ps["kept"], ps["dropped"], ps["multiple_of"]) == (130, 128, 2, 128)
         assert len(ps["dropped_rows"]) == 2 and ps["seed"] == 42

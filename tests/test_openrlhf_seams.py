@@ -289,7 +289,7 @@ def _bare_trainer(method="lambda", lr=0.1, init=0.0):
                                    train=types.SimpleNamespace(dynamic_batch_enable=False))
     t.actor_loss_fn = PolicyLoss()
     t.strategy = types.SimpleNamespace()
-    t.setup_lambda(LambdaSettings(method=method, lr=lr, init=init))
+    t.setup_lambda(LambdaSettings(weighting={"method": method, "lambda": {"init": init, "lr": lr}}))
     return t
 
 
@@ -336,10 +336,10 @@ def test_fixed_methods_have_no_lambda_and_fp16_is_refused():
     t2 = _bare_trainer("dapo")
     t2.args.ds.param_dtype = "fp16"
     t2.actor_loss_fn = PolicyLoss()
-    t2.setup_lambda(LambdaSettings(method="dapo"))  # fixed weights: fp16 is fine
+    t2.setup_lambda(LambdaSettings(weighting={"method": "dapo"}))  # fixed weights: fp16 is fine
     t2.actor_loss_fn = PolicyLoss()
     with pytest.raises(ValueError, match="bf16"):
-        t2.setup_lambda(LambdaSettings(method="lambda"))
+        t2.setup_lambda(LambdaSettings(weighting={"method": "lambda"}))
 
 
 def test_gpu_check_script_runs_on_cpu():
@@ -350,3 +350,82 @@ def test_gpu_check_script_runs_on_cpu():
     res = lambda_grad_check("cpu", "bf16", P=2, G=4, micro=3)
     assert res["ok"] and res["relative_difference"] < 1e-4 and res["lambda_grad_device"] != 0
     assert res["lambda_after_step"] == pytest.approx(res["lambda_init"] - 0.1 * res["lambda_grad_device"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. a method with a parameter of its own rides the whole OpenRLHF path
+# ----------------------------------------------------------------------------------------------
+def eq7_softmax_beta(d, beta, lo=0.2, hi=0.2):
+    """Eq. 7 written out, element by element, with f_i = G exp(β z_i) / Σ_j exp(β z_j) (the
+    ``softmax_beta`` fixture's method, conftest.py):
+    -(1/P) Σ_g (1/Σ_i |o_i|) Σ_i f_i Σ_t min(ρ A_i, clip(ρ, 1-lo, 1+hi) A_i)."""
+    P, G, total = d["P"], d["G"], 0.0
+    for g in range(P):
+        lens = [float(x) for x in d["lengths"][g]]
+        mu = sum(lens) / G
+        sd = max(math.sqrt(sum((x - mu) ** 2 for x in lens) / (G - 1)), 1e-6)
+        e = [math.exp(beta * (x - mu) / sd) for x in lens]
+        group = 0.0
+        for i in range(G):
+            k = g * G + i
+            f = G * e[i] / sum(e)
+            a = float(d["adv"][k])
+            for t in range(int(lens[i])):
+                rho = math.exp(float(d["logp"][k, t]) - float(d["old"][k, t]))
+                group += f * min(rho * a, min(max(rho, 1 - lo), 1 + hi) * a)
+        total += group / sum(lens)
+    return -total / P
+
+
+def test_a_method_with_a_parameter_of_its_own_rides_the_openrlhf_path(softmax_beta, monkeypatch):
+    from repro.trainers.openrlhf import reproduce
+    from repro.trainers.openrlhf.launch import runtime_env
+    from repro.trainers.openrlhf.settings import ENV_VAR, split_argv, to_flags
+
+    block = {"method": "softmax_beta", "beta": 2.5, "lambda": {"init": 0.0, "lr": 0.1}}
+    # the pipeline's command builder writes the config's block as the launcher's flags ...
+    flags = to_flags(reproduce.settings_of({"weighting": block, "scope": "group"}))
+    assert flags[:4] == ["--lgrpo.weighting.method", "softmax_beta", "--lgrpo.weighting.beta", "2.5"]
+    # ... the launcher takes them off the command line and puts the block in every worker's env
+    settings, stock = split_argv(["--actor.model_name_or_path", "m", *flags])
+    assert stock == ["--actor.model_name_or_path", "m"] and settings.weighting.params.beta == 2.5
+    env = runtime_env(settings)["env_vars"]
+    assert json.loads(env[ENV_VAR])["weighting"] == block  # the config's own block
+    monkeypatch.setenv(ENV_VAR, env[ENV_VAR])
+    # a worker: what LambdaActorPPOTrainer.__init__ does after the stock init
+    from repro.trainers.openrlhf.patches import LambdaActorPPOTrainer
+
+    t = LambdaActorPPOTrainer.__new__(LambdaActorPPOTrainer)
+    t.args = types.SimpleNamespace(actor=types.SimpleNamespace(loss_agg_mode="token-mean", policy_loss_type="ppo"),
+                                   ds=types.SimpleNamespace(param_dtype="bf16"),
+                                   train=types.SimpleNamespace(dynamic_batch_enable=False))
+    t.actor_loss_fn = PolicyLoss()
+    t.strategy = types.SimpleNamespace()
+    t.setup_lambda(LambdaSettings.from_env())
+    assert t.lgrpo.method == "softmax_beta" and t.lgrpo_lambda is None and t.lgrpo_settings.scope == "group"
+    # the loss of one optimizer step (OpenRLHF's window normalisers) is Eq. 7 with that f
+    d = make_groups(P=3, G=4, seed=5)
+    T = float(d["mask"].sum())
+    got = call(t.actor_loss_fn, d, dp_size=1, batch_num_tokens=torch.tensor(T),
+               global_batch_size=torch.tensor(float(d["N"])))[0]
+    want = eq7_softmax_beta(d, 2.5)
+    assert math.isclose(float(got), want, rel_tol=1e-10, abs_tol=1e-12), (float(got), want)
+    assert not math.isclose(want, eq7_softmax_beta(d, 0.0), rel_tol=1e-3)  # β matters here
+
+
+@pytest.mark.parametrize("flags,msg", [
+    (["--lgrpo.weighting.method", "nope"], "unknown method 'nope'; known: ["),
+    (["--lgrpo.weighting.method", "softmax_beta", "--lgrpo.weighting.gamma", "1"],
+     r"method 'softmax_beta' takes parameters ['beta'], got ['gamma']"),
+    (["--lgrpo.weighting.method", "dapo", "--lgrpo.weighting.beta", "1"],
+     r"method 'dapo' takes parameters none, got ['beta']"),
+    (["--lgrpo.lr", "0.1"], "unknown flag --lgrpo.lr; known: --lgrpo.weighting.KEY"),
+])
+def test_bad_weighting_flags_are_one_line(softmax_beta, flags, msg, capsys):
+    from repro.trainers.openrlhf import launch
+
+    with pytest.raises(SystemExit) as e:
+        launch.main([*flags, "--actor.model_name_or_path", "m"])
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("launch: bad config: ") and msg in err[0], err

@@ -350,6 +350,11 @@ def expected_step_grad(ids, data, G, method, scope, lam, r, eps_lo, eps_hi, adv)
     return grad
 
 
+def r_of(settings):
+    """λ-GRPO's r from the settings' weighting block (None for a method without one)."""
+    return getattr(settings.weighting.params, "r", None)
+
+
 # ----------------------------------------------------------------------------------------------
 # the tests
 # ----------------------------------------------------------------------------------------------
@@ -379,7 +384,7 @@ def test_every_optimizer_step_is_the_papers_objective(size, method, monkeypatch)
         lam = record[0][k]["lam"]
         assert all(record[r][k]["lam"] == lam for r in range(W))
         lams.append(lam)
-        want = expected_step_grad(ids, data, G, method, "group", lam, settings.r, lo, hi, adv)
+        want = expected_step_grad(ids, data, G, method, "group", lam, r_of(settings), lo, hi, adv)
         got = record[0][k]["grad"]
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-13), (k, float((got - want).abs().max()))
     assert sorted(seen_all) == list(range(data["N"]))  # each sample trained once per epoch
@@ -396,11 +401,11 @@ def test_batch_scope_is_openrlhfs_global_token_mean(monkeypatch):
         for k, step in enumerate(res["record"][0]):
             ids = sorted(i for r in range(res["W"]) for i in res["record"][r][k]["ids"])
             want = expected_step_grad(ids, res["data"], res["G"], method, "batch", step["lam"],
-                                      res["settings"].r, *args.actor.eps_clip_low_high, adv)
+                                      r_of(res["settings"]), *args.actor.eps_clip_low_high, adv)
             assert torch.allclose(step["grad"], want, rtol=1e-9, atol=1e-13)
             # and it is not Eq. 4 (GRPO) / Eq. 7 (λ): groups with longer responses count differently
             eq = expected_step_grad(ids, res["data"], res["G"], method, "group", step["lam"],
-                                    res["settings"].r, *args.actor.eps_clip_low_high, adv)
+                                    r_of(res["settings"]), *args.actor.eps_clip_low_high, adv)
             assert not torch.allclose(step["grad"], eq, rtol=1e-3)
 
 

@@ -26,7 +26,7 @@ def _tc(method: str = "lambda", task: str = "sum", **sets) -> TrainConfig:
     """The CPU config of (task, method) composed as the demo composes it (``load_cpu_config``:
     base + tasks/<task> + methods/<method>), with ``sets`` as --set overrides. Flat weighting
     keys go under ``weighting``: r, sigma, alpha where the method takes them (so TINY's r reaches
-    only λ-GRPO), lambda_lr and lambda_init as ``weighting.lambda.lr`` / ``.init``."""
+    only λ-GRPO)."""
     from repro import objective as obj
 
     own = {f.name for f in dataclasses.fields(obj.get_method(method).params)} if method in obj.METHODS else set()
@@ -35,9 +35,6 @@ def _tc(method: str = "lambda", task: str = "sum", **sets) -> TrainConfig:
             v = sets.pop(k)
             if k in own:
                 sets[f"weighting.{k}"] = v
-    for k in ("init", "lr"):
-        if f"lambda_{k}" in sets:
-            sets[f"weighting.lambda.{k}"] = sets.pop(f"lambda_{k}")
     return reference.load_cpu_config(task, method, sets)
 
 

@@ -94,3 +94,31 @@ def test_find_runs_ignores_non_runs(tmp_path):
     R.Run.create(tmp_path / "a" / "b", {}, seed=0, method="dapo").log(good_record())
     assert [r.path.name for r in R.find_runs(tmp_path)] == ["b"]
     assert R.find_runs(tmp_path / "missing") == []
+
+
+def test_old_layouts_are_migrated_on_read_into_the_weighting_block(tmp_path):
+    """Run.config() gives the weighting as the configs' weighting: block whatever layout the run
+    folder was written in: today's (unchanged), the lgrpo: block of the paper-scale configs before
+    the trainer contract, and the flat top-level keys of reference runs before it."""
+    today = {"task": "sum", "weighting": {"method": "lambda", "r": 0.2, "sigma": "sample",
+                                          "lambda": {"init": 0.0, "lr": 10.0}}}
+    lgrpo = {"method": "dapo", "scope": "group",  # every parameter was carried for every method
+             "lgrpo": {"method": "dapo", "r": 0.111, "sigma": "sample", "alpha": 1.0, "init": 0.0, "lr": 0.1,
+                       "scope": "group", "run_dir": "/r", "record_groups": 2, "max_logprob_gap": 0.1}}
+    flat = {"task": "budget", "method": "lambda", "r": 1 / 3, "sigma": "sample", "alpha": 1.0,
+            "lambda_init": 0.0, "lambda_lr": 1.0}
+    want = {
+        "today": today,
+        "lgrpo": {"method": "dapo", "scope": "group",
+                  "lgrpo": {"scope": "group", "run_dir": "/r", "record_groups": 2, "max_logprob_gap": 0.1},
+                  "weighting": {"method": "dapo", "lambda": {"init": 0.0, "lr": 0.1}}},
+        "flat": {"task": "budget", "method": "lambda",
+                 "weighting": {"method": "lambda", "r": 1 / 3, "sigma": "sample", "lambda": {"init": 0.0, "lr": 1.0}}},
+    }
+    for name, cfg in (("today", today), ("lgrpo", lgrpo), ("flat", flat)):
+        run = R.Run.create(tmp_path / name, cfg, seed=0, method=cfg.get("method", "lambda"))
+        assert run.config() == want[name], name
+        assert run.weighting() == want[name]["weighting"]
+        assert R.migrate_config(want[name]) == want[name]  # migrating twice changes nothing
+    assert R.dotted(want["flat"])["weighting.lambda.lr"] == 1.0
+    assert R.migrate_config({"method": "lambda", "lr": 1e-4}) == {"method": "lambda", "lr": 1e-4}  # no weighting

@@ -83,3 +83,34 @@ def test_fixed_methods_micro_batches_smaller_than_G(tmp_path, method):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_lambda_every_layout(tmp_path, layout):
     _check_steps(tmp_path, "lambda", layout, seed=1)
+
+
+def test_a_method_with_a_parameter_of_its_own_rides_the_trl_path(tmp_path, softmax_beta):
+    """The ``softmax_beta`` fixture's method (f = G·softmax(β·z), conftest.py), chosen and given
+    β through the config's ``weighting:`` block as ``--set`` spells it: the TRL trainer carries
+    the block, its step's model gradient is ``policy_loss`` with that weighting, and the f it
+    logged equals f written out here from the step's lengths."""
+    import math
+
+    cfg = tiny_cfg("dapo", G=4, per_device=8, ga=1, steps=1,
+                   extra=["trl.learning_rate=1e-3", "weighting.method=softmax_beta", "weighting.beta=2.5"])
+    assert cfg["weighting"] == {"method": "softmax_beta", "beta": 2.5, "lambda": {"init": 0.0, "lr": 0.1}}
+    tr = make_trainer(cfg, tmp_path / "softmax_beta")
+    tr.train()
+    ws = tr.lgrpo
+    assert ws.method == "softmax_beta" and ws.weighting.params.beta == 2.5 and not ws.learnable
+    d = step_data([tr.rec_batches[0]], [tr.rec_rewards[0]], G=4)
+    model = tr.rec_model_at(tr.rec.states[0])
+    want = independent_model_grads(model, d, weighting=ws.weighting, lam=0.0, adv_scale="std")
+    assert max_rel_diff(tr.rec.grads[0], want) < 2e-5
+    f = []
+    for lens in d["lengths"].tolist():
+        mu = sum(lens) / 4
+        sd = max(math.sqrt(sum((x - mu) ** 2 for x in lens) / 3), 1e-6)
+        e = [math.exp(2.5 * (x - mu) / sd) for x in lens]
+        f += [4 * x / sum(e) for x in e]
+    assert max(f) - min(f) > 1e-2  # lengths differ within a group: β shapes f here
+    rec = tr.lgrpo_records[0]
+    assert rec["method"] == "softmax_beta"
+    assert rec["f_min"] == pytest.approx(min(f), rel=1e-6) and rec["f_max"] == pytest.approx(max(f), rel=1e-6)
+    assert rec["f_mean"] == pytest.approx(sum(f) / len(f), rel=1e-6)

@@ -68,21 +68,10 @@ def _task_of(run) -> str:
     return str(t if t is not None else run.meta().get("task", "task"))
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested config as one level of dotted keys ('weighting.lambda.lr')."""
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 # how a setting that tells runs apart is named in legends and titles (any other key: 'key=value')
-SETTING_NAMES = {"weighting.lambda.lr": "λ lr", "lambda_lr": "λ lr", "lgrpo.lr": "λ lr",
-                 "weighting.lambda.init": "λ init", "lambda_init": "λ init", "lgrpo.init": "λ init",
-                 "weighting.r": "r", "r": "r", "lgrpo.r": "r", "lr": "policy lr"}
+# (Run.config() gives every run's weighting as the weighting: block, older layouts migrated)
+SETTING_NAMES = {"weighting.lambda.lr": "λ lr", "weighting.lambda.init": "λ init", "weighting.r": "r",
+                 "lr": "policy lr"}
 MAX_SETTING_KEYS = 3  # more differing keys than this: the config hash names the setting
 
 
@@ -101,7 +90,7 @@ def _config_settings(runs) -> dict:
     flat = {}
     for r in runs:
         cfg = r.config() if r.config_path.exists() else {}
-        flat[r] = {k: v for k, v in _flat(cfg or {}).items() if k.split(".")[0] not in SEED_ONLY_KEYS}
+        flat[r] = {k: v for k, v in runs_mod.dotted(cfg or {}).items() if k.split(".")[0] not in SEED_ONLY_KEYS}
     keys = sorted({k for f in flat.values() for k in f})
     differ = [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
     if not differ:

@@ -58,13 +58,15 @@ LAMBDA_STATE_FORMAT = 1  # version of WeightingState.state_dict()
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LambdaOptimConfig:
-    """λ's start value and its own SGD learning rate (Sec. 2.3: 0 and 0.1, no weight decay)."""
+    """λ's start value and its own SGD learning rate (Sec. 2.3: 0 and 0.1, no weight decay):
+    ``weighting.lambda.{init, lr}``, read by ``WeightingConfig.from_dict``, handed by
+    ``WeightingState`` to ``repro.objective.LearnableLambda``, whose ``torch.optim.SGD`` takes it."""
     init: float = 0.0
     lr: float = 0.1
 
     def __post_init__(self):
         for name in ("init", "lr"):
-            v = getattr(self, name)
+            v = _number_or_fraction(getattr(self, name))
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"weighting.lambda.{name} must be a finite number, got {v!r}")
             object.__setattr__(self, name, float(v))
@@ -76,9 +78,11 @@ class LambdaOptimConfig:
 class WeightingConfig:
     """``weighting: {method: lambda, r: 0.2, sigma: sample, lambda: {init: 0, lr: 0.1}}``.
 
-    ``params`` is the method's own parameter dataclass (``LambdaParams``, ``DeltaLParams``,
-    ``NoParams``...), so a key the method does not take is an error, and a parameter left out
-    takes the method's default (r = ``repro.objective.PAPER_R``)."""
+    The one parsed form of that block (``from_dict``; ``to_dict`` gives the same nested block
+    back, which is how it travels to OpenRLHF's workers and TRL). ``params`` is the method's own
+    parameter dataclass (``LambdaParams``, ``DeltaLParams``, ``NoParams``...), so a key the method
+    does not take is an error, and a parameter left out takes the method's default
+    (r = ``repro.objective.PAPER_R``)."""
     method: str = "lambda"
     params: object = None
     lambda_: LambdaOptimConfig = field(default_factory=LambdaOptimConfig)
@@ -87,22 +91,33 @@ class WeightingConfig:
         m = obj.get_method(self.method)
         if self.params is None:
             object.__setattr__(self, "params", m.params())
-        elif isinstance(self.params, dict):
-            object.__setattr__(self, "params", m.make_params(**self.params))
         obj.Weighting(m, self.params)  # type check
-        if isinstance(self.lambda_, dict):
-            object.__setattr__(self, "lambda_", _lambda_optim(self.lambda_))
+        if not isinstance(self.lambda_, LambdaOptimConfig):
+            raise TypeError(f"lambda_ must be a LambdaOptimConfig (a dict goes through "
+                            f"WeightingConfig.from_dict), got {type(self.lambda_).__name__}")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "WeightingConfig":
+    def from_dict(cls, d: dict | None, *, complete: bool = False) -> "WeightingConfig":
+        """The block as YAML, JSON or ``--set``/``--lgrpo.weighting.*`` give it (nested dict).
+        ``complete``: ``method`` and ``lambda: {init, lr}`` must be given, none taken from the
+        defaults here (the CPU configs, whose YAML layers are the one source of their values)."""
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"weighting must be a mapping {{method, <its parameters>, lambda: {{init, lr}}}}, got {d!r}")
+        if complete and ("method" not in (d or {}) or not isinstance((d or {}).get("lambda"), dict)
+                         or not {"init", "lr"} <= set(d["lambda"])):
+            raise ValueError(f"config key 'weighting' must give method and lambda: {{init, lr}} "
+                             f"(base.yaml gives lambda, methods/<method>.yaml the method), got {d!r}")
         d = dict(d or {})
         method = d.pop("method", cls.method)
         lam = d.pop("lambda", None) or {}
         if not isinstance(lam, dict):
             raise ValueError(f"weighting.lambda must be a mapping {{init, lr}}, got {lam!r}")
+        unknown = sorted(set(lam) - {"init", "lr"})
+        if unknown:
+            raise ValueError(f"weighting.lambda takes init and lr, got {unknown}")
         params = {k: _number_or_fraction(v) for k, v in d.items()}
         return cls(method=method, params=obj.get_method(method).make_params(**params),
-                   lambda_=_lambda_optim(lam))
+                   lambda_=LambdaOptimConfig(**lam))
 
     def to_dict(self) -> dict:
         return {"method": self.method, **dataclasses.asdict(self.params),
@@ -115,13 +130,6 @@ class WeightingConfig:
     @property
     def learnable(self) -> bool:
         return obj.get_method(self.method).learnable
-
-
-def _lambda_optim(d: dict) -> LambdaOptimConfig:
-    unknown = sorted(set(d) - {"init", "lr"})
-    if unknown:
-        raise ValueError(f"weighting.lambda takes init and lr, got {unknown}")
-    return LambdaOptimConfig(**{k: _number_or_fraction(v) for k, v in d.items()})
 
 
 def _number_or_fraction(v):

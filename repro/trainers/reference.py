@@ -158,13 +158,8 @@ class TrainConfig:
                              f"(load_cpu_config) or a run's config.yaml")
         out = {}
         for k, v in d.items():
-            if k == "weighting":
-                if isinstance(v, dict):  # method and λ's SGD from the YAML too, not from defaults
-                    lam = v.get("lambda")
-                    if "method" not in v or not isinstance(lam, dict) or not {"init", "lr"} <= set(lam):
-                        raise ValueError(f"config key 'weighting' must give method and lambda: {{init, lr}} "
-                                         f"(base.yaml gives lambda, methods/<method>.yaml the method), got {v!r}")
-                out[k] = v if isinstance(v, WeightingConfig) else WeightingConfig.from_dict(v)
+            if k == "weighting":  # method and λ's SGD from the YAML too, not from defaults: complete
+                out[k] = v if isinstance(v, WeightingConfig) else WeightingConfig.from_dict(v, complete=True)
                 continue
             typ = types[k]
             if typ is float and isinstance(v, (int, str)) and not isinstance(v, bool):

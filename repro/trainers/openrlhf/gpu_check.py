@@ -157,7 +157,8 @@ def _version(name):
 # 2. the real DeepSpeed engine and the trainer's training steps on the device
 # ----------------------------------------------------------------------------------------------
 ENGINE = dict(P=2, G=4, rollouts=2, micro_rollout=4, micro_train=2, train_batch=8, epochs=1, max_len=64)
-ENGINE_LAMBDA = dict(method="lambda", lr=2.0, init=0.3, r=PAPER_R, scope="group")  # the paper configs' scope
+ENGINE_WEIGHTING = {"method": "lambda", "r": PAPER_R, "lambda": {"init": 0.3, "lr": 2.0}}
+ENGINE_SCOPE = "group"  # the paper configs' scope
 
 
 def engine_check(workdir: Path, port: int = 29731) -> dict:
@@ -185,7 +186,7 @@ def engine_check(workdir: Path, port: int = 29731) -> dict:
             "--vllm.num_engines", "0", "--vllm.sync_backend", "gloo", "--ckpt.path", str(Path(workdir) / "ckpt")]
     args = local_actor.parse_args(argv)
     actor = local_actor.policy_actor(args, pretrain, max_steps=E["rollouts"] * E["epochs"],
-                                     lambda_settings=LambdaSettings(**ENGINE_LAMBDA))
+                                     lambda_settings=LambdaSettings(weighting=ENGINE_WEIGHTING, scope=ENGINE_SCOPE))
     trainer, engine = actor.trainer, actor.actor.model
     em = local_actor.experience_maker(args, actor.tokenizer)
     records: list = []
@@ -199,8 +200,8 @@ def engine_check(workdir: Path, port: int = 29731) -> dict:
         lams.append(trainer.lgrpo_lambda.value)
     handle.remove()
     steps, want, grads = local_actor.expected_lambda_trajectory(
-        [records], lam0=ENGINE_LAMBDA["init"], lr=ENGINE_LAMBDA["lr"], r=ENGINE_LAMBDA["r"],
-        scope=ENGINE_LAMBDA["scope"], G=E["G"])
+        [records], lam0=ENGINE_WEIGHTING["lambda"]["init"], lr=ENGINE_WEIGHTING["lambda"]["lr"],
+        r=ENGINE_WEIGHTING["r"], scope=ENGINE_SCOPE, G=E["G"])
     per_rollout = [want[(k + 1) * len(steps) // E["rollouts"] - 1] for k in range(E["rollouts"])]
     err = max(abs(a - b) for a, b in zip(lams, per_rollout))
     dev = next(engine.module.parameters()).device
@@ -211,7 +212,7 @@ def engine_check(workdir: Path, port: int = 29731) -> dict:
            "backend": dist.get_backend(), "optimizer_steps": trainer.lgrpo_optimizer_steps,
            "lambda_per_rollout": lams, "lambda_objective_fp64": per_rollout, "lambda_grads_objective_fp64": grads,
            "max_abs_lambda_difference": err, "cpu_shims": shims, "seconds": round(time.time() - t0, 2),
-           "ok": bool(err < 1e-5 and abs(lams[-1] - ENGINE_LAMBDA["init"]) > 1e-4
+           "ok": bool(err < 1e-5 and abs(lams[-1] - ENGINE_WEIGHTING["lambda"]["init"]) > 1e-4
                       and trainer.lgrpo_optimizer_steps == len(steps))}
     dist.destroy_process_group()
     return out

@@ -1,8 +1,11 @@
 """Start an OpenRLHF 0.11.2 run with λ-GRPO patched in:
 
-    python -m repro.trainers.openrlhf.launch --lgrpo.method lambda --lgrpo.r 0.1111 ... <stock flags>
+    python -m repro.trainers.openrlhf.launch --lgrpo.weighting.method lambda --lgrpo.weighting.r 0.1111 \
+        --lgrpo.weighting.lambda.lr 0.1 --lgrpo.scope group ... <stock flags>
 
-Takes the ``--lgrpo.*`` flags off the command line (``settings.split_argv``), checks the rest
+Takes the ``--lgrpo.*`` flags off the command line (``settings.split_argv``; the config's
+``weighting:`` block as ``--lgrpo.weighting.KEY VALUE``, any registered method with any
+parameters of its own; a bad one is one line and exit code 2), checks the rest
 with the installed OpenRLHF parser, starts Ray with the λ settings in every worker's environment,
 replaces the stock classes (``patches.install``) and runs the stock ``openrlhf.cli.train_ppo_ray``
 entry point with ``runpy``, so every stock flag works as documented by OpenRLHF.
@@ -23,6 +26,7 @@ import runpy
 import sys
 from pathlib import Path
 
+from repro.config import config_errors
 from repro.trainers.openrlhf.settings import ENV_VAR, split_argv
 
 # the three variables OpenRLHF's train() sets when it starts Ray itself (cli/train_ppo_ray.py:21-32)
@@ -193,7 +197,8 @@ def runtime_env(settings) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    settings, stock = split_argv(argv)
+    with config_errors("launch"):
+        settings, stock = split_argv(argv)
     check_args(stock, settings)
     if settings.run_dir:
         from repro.runs import Run

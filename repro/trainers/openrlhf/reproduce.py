@@ -99,7 +99,7 @@ def load_config(size: str, method: str, machine: dict | None = None) -> dict:
               "vllm.num_engines": nodes * gpus // tp})
     name = f"{size}-{method}" if cfg["machine"].get("cpu") else f"qwen2.5-{size}-{method}"
     out = {"name": name, "size": size, "method": method, **cfg}
-    out["lgrpo"] = json.loads(settings_of(out).to_json())  # the --lgrpo.* flags, as the run records them
+    out["lgrpo"] = run_settings(out)
     return out
 
 
@@ -164,7 +164,7 @@ def resolve(cfg: dict, runs: Path, data_src: Path) -> dict:
     o["ckpt.path"] = str(run_dir / "checkpoints")
     o["ckpt.load_enable"] = True  # resumes from run_dir/checkpoints when a checkpoint is there
     o["logger.tensorboard_dir"] = str(run_dir / "tensorboard")
-    cfg["lgrpo"] = json.loads(settings_of(cfg).to_json())
+    cfg["lgrpo"] = run_settings(cfg)
     return cfg
 
 
@@ -177,6 +177,15 @@ def settings_of(cfg: dict) -> LambdaSettings:
     """The ``--lgrpo.*`` settings of a (resolved) config: its ``weighting`` block and ``scope``."""
     return LambdaSettings.from_config(cfg["weighting"], cfg["scope"],
                                       run_dir=cfg.get("paths", {}).get("run_dir"))
+
+
+def run_settings(cfg: dict) -> dict:
+    """The ``--lgrpo.*`` settings beside the weighting block (scope, run folder and the run's two
+    checks), as the run's config.yaml records them; the weighting itself is the config's own
+    ``weighting:`` block, recorded once."""
+    out = json.loads(settings_of(cfg).to_json())
+    del out["weighting"]
+    return out
 
 
 def eval_command(cfg: dict, model: str, out: str, python: str) -> list[str]:

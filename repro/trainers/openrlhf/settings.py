@@ -2,12 +2,13 @@
 
 The stock OpenRLHF parser rejects unknown flags, so the launcher takes its own ``--lgrpo.*``
 flags off the command line and hands these settings to every Ray worker as one JSON env var
-(``LGRPO_SETTINGS``) in the runtime environment. The flags are the command-line form of the
-configs' ``weighting:`` block (``repro.trainers.contract.WeightingConfig``, which validates
-them): ``--lgrpo.method``, the method's parameters (``--lgrpo.r``, ``--lgrpo.sigma``,
-``--lgrpo.alpha``: those of other methods are carried but unused), ``--lgrpo.init`` and
-``--lgrpo.lr`` (= ``weighting.lambda.init`` / ``.lr``), plus ``--lgrpo.scope`` (the config's
-top-level ``scope``) and ``--lgrpo.run_dir``. Two checks of the run itself:
+(``LGRPO_SETTINGS``) in the runtime environment. The weighting travels as the configs' own
+``weighting:`` block (``repro.trainers.contract.WeightingConfig``, the one parsed form, carried as
+its nested dict), so any registered method with any parameters of its own rides through:
+``--lgrpo.weighting.KEY VALUE`` are the block's dotted keys, spelled as ``--set`` spells them
+(``--lgrpo.weighting.method lambda --lgrpo.weighting.r 0.111 --lgrpo.weighting.lambda.lr 0.1``;
+values read as YAML). Beside it: ``--lgrpo.scope`` (the config's top-level ``scope``) and
+``--lgrpo.run_dir``. Two checks of the run itself:
 ``--lgrpo.record_groups N`` (whole groups per optimizer step and rank written to the run's
 ``groups.jsonl``, for the Eq. 20 check; 0: none) and ``--lgrpo.max_logprob_gap X`` (the run stops
 when the mean |log-prob gap| between the rollout engine and the trained policy, same weights,
@@ -18,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 
-from repro.objective import PAPER_R, SCOPES, get_method
+from repro.config import nest, parse_overrides
+from repro.objective import SCOPES
 from repro.trainers.contract import WeightingConfig
 
 ENV_VAR = "LGRPO_SETTINGS"
@@ -28,12 +30,8 @@ ENV_VAR = "LGRPO_SETTINGS"
 
 @dataclass(frozen=True)
 class LambdaSettings:
-    method: str = "lambda"  # a key of repro.objective.METHODS
-    r: float = PAPER_R  # the reducer of Eq. 14
-    lr: float = 0.1  # λ's own SGD learning rate
-    init: float = 0.0  # λ at step 0
-    sigma: str = "sample"  # σ convention of Eq. 12
-    alpha: float = 1.0  # only for delta_l
+    # the config's weighting: block (a WeightingConfig, or its nested dict, parsed here)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
     # group: Eq. 7's per-group 1/Σ|o| (the paper configs); batch: OpenRLHF's global token mean.
     # The default stays batch for direct launches; see paper_artifacts/choices.md, "normaliser of the step"
     scope: str = "batch"
@@ -43,43 +41,39 @@ class LambdaSettings:
     max_logprob_gap: float = 0.1
 
     def __post_init__(self):
+        if not isinstance(self.weighting, WeightingConfig):
+            if not isinstance(self.weighting, dict):
+                raise ValueError(f"lgrpo.weighting must be the weighting: block (a mapping), got {self.weighting!r}")
+            try:
+                object.__setattr__(self, "weighting", WeightingConfig.from_dict(self.weighting))
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"lgrpo.weighting: {e}") from None
         if self.scope not in SCOPES:
             raise ValueError(f"lgrpo.scope {self.scope!r} is not one of {SCOPES}")
         if isinstance(self.record_groups, bool) or not isinstance(self.record_groups, int) or self.record_groups < 0:
             raise ValueError(f"lgrpo.record_groups must be an integer >= 0, got {self.record_groups!r}")
-        for name in ("r", "lr", "init", "alpha", "max_logprob_gap"):  # every carried number, used by the method or not
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)):
-                raise ValueError(f"lgrpo.{name} must be a finite number, got {v!r}")
-        try:
-            self.weighting  # noqa: B018  (the contract's validation: method, its parameters, λ's SGD)
-            from repro.objective import LambdaParams
-            LambdaParams(r=self.r, sigma=self.sigma)  # carried for every method: keep them valid
-        except ValueError as e:
-            raise ValueError(f"lgrpo: {e}") from None
-
-    @property
-    def weighting(self) -> WeightingConfig:
-        """The ``weighting:`` block these flags stand for (only the method's own parameters)."""
-        m = get_method(self.method)
-        own = {f.name for f in fields(m.params)}
-        return WeightingConfig(method=self.method,
-                               params={k: getattr(self, k) for k in ("r", "sigma", "alpha") if k in own},
-                               lambda_={"init": self.init, "lr": self.lr})
+        v = self.max_logprob_gap
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise ValueError(f"lgrpo.max_logprob_gap must be a finite number, got {v!r}")
 
     @classmethod
     def from_config(cls, weighting: dict, scope: str, run_dir: str | None = None) -> "LambdaSettings":
         """From a config's ``weighting:`` block and ``scope``."""
-        w = WeightingConfig.from_dict(weighting)
-        return cls(method=w.method, init=w.lambda_.init, lr=w.lambda_.lr, scope=scope, run_dir=run_dir,
-                   **{k: v for k, v in asdict(w.params).items() if k in ("r", "sigma", "alpha")})
+        return cls(weighting=weighting, scope=scope, run_dir=run_dir)
+
+    @property
+    def method(self) -> str:
+        return self.weighting.method
 
     @property
     def learnable(self) -> bool:
-        return get_method(self.method).learnable
+        return self.weighting.learnable
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """JSON with the weighting as the config's nested block."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["weighting"] = self.weighting.to_dict()
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "LambdaSettings":
@@ -87,7 +81,7 @@ class LambdaSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown λ settings {sorted(unknown)}")
+            raise ValueError(f"unknown λ settings {sorted(unknown)} (this worker expects {sorted(known)})")
         return cls(**data)
 
     @classmethod
@@ -101,13 +95,17 @@ class LambdaSettings:
 
 
 FLAG_PREFIX = "--lgrpo."
-_TYPES = {f.name: f.type for f in fields(LambdaSettings)}
+WEIGHTING_PREFIX = FLAG_PREFIX + "weighting."
+_TYPES = {"scope": str, "run_dir": str, "record_groups": int, "max_logprob_gap": float}
+_KNOWN = f"{WEIGHTING_PREFIX}KEY (the weighting: block's dotted keys, e.g. {WEIGHTING_PREFIX}lambda.lr 0.1), " + \
+    ", ".join(FLAG_PREFIX + k for k in _TYPES)
 
 
 def split_argv(argv: list[str]) -> tuple[LambdaSettings, list[str]]:
     """Take the ``--lgrpo.NAME VALUE`` (or ``--lgrpo.NAME=VALUE``) flags off ``argv``.
     Returns the settings and the remaining (stock OpenRLHF) arguments, in order."""
     values: dict = {}
+    block: dict = {}  # "lambda.lr" -> 0.1: the weighting block's dotted keys
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -122,27 +120,44 @@ def split_argv(argv: list[str]) -> tuple[LambdaSettings, list[str]]:
                     raise ValueError(f"{a} needs a value")
                 val = argv[i + 1]
                 i += 2
+            if key.startswith("weighting.") and len(key) > len("weighting."):
+                sub = key[len("weighting."):]
+                if sub in block:
+                    raise ValueError(f"{FLAG_PREFIX}{key} given twice")
+                block.update(parse_overrides([f"{sub}={val}"]))
+                continue
             if key not in _TYPES:
-                raise ValueError(f"unknown flag {FLAG_PREFIX}{key}; known: {sorted(_TYPES)}")
+                raise ValueError(f"unknown flag {FLAG_PREFIX}{key}; known: {_KNOWN}")
             if key in values:
                 raise ValueError(f"{FLAG_PREFIX}{key} given twice")
             typ = _TYPES[key]
             try:
-                values[key] = float(val) if typ in ("float", float) else int(val) if typ in ("int", int) else val
+                values[key] = typ(val)
             except ValueError:
                 raise ValueError(f"{FLAG_PREFIX}{key} needs a number, got {val!r}") from None
         else:
             rest.append(a)
             i += 1
+    if block:
+        values["weighting"] = nest(block)
     return LambdaSettings(**values), rest
 
 
+def _dotted(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list = []
+    for k, v in d.items():
+        out += _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    return out
+
+
 def to_flags(s: LambdaSettings) -> list[str]:
-    """The ``--lgrpo.*`` flags that ``split_argv`` turns back into ``s``."""
+    """The ``--lgrpo.*`` flags that ``split_argv`` turns back into ``s``: the whole weighting
+    block as ``--lgrpo.weighting.KEY VALUE``, then the run's own settings."""
     out: list[str] = []
-    for f in fields(LambdaSettings):
-        v = getattr(s, f.name)
-        if v is None:
-            continue
-        out += [f"{FLAG_PREFIX}{f.name}", repr(v) if isinstance(v, float) else str(v)]
+    for key, v in _dotted(s.weighting.to_dict()):
+        out += [f"{WEIGHTING_PREFIX}{key}", repr(v) if isinstance(v, float) else str(v)]
+    for name in _TYPES:
+        v = getattr(s, name)
+        if v is not None:
+            out += [f"{FLAG_PREFIX}{name}", repr(v) if isinstance(v, float) else str(v)]
     return out

@@ -26,7 +26,7 @@ def check_config(args, weighting) -> list[str]:
     if args.loss_type != SUPPORTED_LOSS:
         p.append(f"loss_type={args.loss_type!r}: the λ seams need loss_type='dr_grpo', whose normaliser "
                  "is the constant B*max_completion_length*GA (grpo_trainer.py:3163-3167) that the weights "
-                 "replace by Eq. 7's per-group 1/Σ|o_j|; the method is chosen by lgrpo.method, not loss_type")
+                 "replace by Eq. 7's per-group 1/Σ|o_j|; the method is chosen by weighting.method, not loss_type")
     if ga % spg:
         p.append(f"steps_per_generation={spg} does not divide gradient_accumulation_steps={ga}: an optimizer "
                  "step would hold part of a generation batch, so groups would straddle optimizer steps")
