@@ -141,25 +141,14 @@ def dotted(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def weighting_of(cfg: dict) -> dict:
-    """DEPRECATED, for ``repro.demo`` until it reads ``dotted(Run.config())``: the migrated
-    ``weighting:`` block as flat ``{method, <params>, lambda_init, lambda_lr}``."""
-    w = dict(migrate_config(cfg).get("weighting") or {})
-    lam = w.pop("lambda", None) or {}
-    w.update({f"lambda_{k}": v for k, v in lam.items()})
-    return w
-
-
 def flat_config(cfg: dict) -> dict:
-    """A run config with its weighting (``weighting_of``) also flat (``method``, ``r``,
-    ``lambda_lr``) and under the dotted keys that ``--set`` overrides name
-    (``weighting.r``, ``weighting.lambda.lr``), whatever layout the run folder holds."""
-    cfg = dict(cfg or {})
-    w = weighting_of(cfg)
-    cfg.update(w)
-    cfg.update({f"weighting.{k}": v for k, v in w.items() if not k.startswith("lambda_")})
-    cfg.update({f"weighting.lambda.{k[7:]}": v for k, v in w.items() if k.startswith("lambda_")})
-    return cfg
+    """A run's config (older layouts migrated, ``migrate_config``) as ``--set`` spells it
+    (``dotted``: ``weighting.r``, ``weighting.lambda.lr``), plus the run tables' columns
+    ``method``, ``r`` and ``lambda_lr``, read from those keys (``method`` from the top level where
+    a config names it only there)."""
+    d = dotted(migrate_config(cfg))
+    return {**d, "method": d.get("weighting.method", d.get("method")), "r": d.get("weighting.r"),
+            "lambda_lr": d.get("weighting.lambda.lr")}
 
 
 def validate_record(rec: dict) -> dict:
