@@ -104,7 +104,9 @@ def launch(out: Path, method: str, *, fault: str | None = None, timeout: float =
 # config.yaml): 8 prompts = 2 rollout steps of 4 prompts x G 4 = 2 optimizer steps each (4 in all,
 # the weights synced to vLLM after each rollout), 16 held-out problems per evaluation, a DeepSpeed
 # checkpoint every 2 steps; the actor's and λ's learning rates of the runs above (LR, LAMBDA_LR), so
-# that weights left behind in the engine would show in the gap and λ visibly moves.
+# that weights left behind in the engine would show in the gap and λ visibly moves. (At LR = 40x the
+# tiny size's 5e-5 the trained models lose their held-out accuracy in 4 steps: 0 % of 16 against the
+# start model's 68.75 % in the run of 2026-12-06; the test checks the stages, not a gain.)
 TINY_SETS = {"data.prompts": 8, "eval.heldout_problems": 16, "openrlhf.ckpt.save_steps": 2,
              "openrlhf.actor.adam.lr": LR, "weighting.lambda.lr": LAMBDA_LR}
 
