@@ -397,3 +397,56 @@ def test_reproduce_runs_train_eval_table_in_order(tmp_path, monkeypatch):
         assert reproduce.main(["--size", "3b", "--method", "dapo,lambda", "--runs", str(tmp_path / "runs"),
                                "--data-src", str(src)]) == 0
     assert calls == []
+
+
+def test_set_overrides_reach_the_commands_and_bad_ones_are_refused(tmp_path, monkeypatch):
+    """``--set``: a config setting (dotted path) and a stock flag (``openrlhf.<flag>``) reach the
+    resolved config and the commands; a bad one is one line and a non-zero exit; a run folder
+    started with other overrides is not resumed (the run is recorded instead of started)."""
+    sets = ["--set", "data.prompts=8", "--set", "eval.heldout_problems=16", "--set", "openrlhf.ckpt.save_steps=2",
+            "--set", "weighting.lambda.lr=1"]
+    cfg = reproduce.resolve(reproduce.load_config("tiny", "lambda", overrides=reproduce.overrides_of(sets[1::2])),
+                            tmp_path, tmp_path / "data")
+    assert cfg["data"]["prompts"] == 8 and cfg["eval"]["heldout_problems"] == 16
+    assert cfg["openrlhf"]["ckpt.save_steps"] == 2 and cfg["lgrpo"]["lr"] == 1
+    assert cfg["openrlhf"]["rollout.batch_size"] == 4  # the rest is the layers'
+    cmds = reproduce.commands(cfg, tmp_path / "data")
+    train = cmds["train"]
+    assert train[train.index("--ckpt.save_steps") + 1] == "2" and train[train.index("--lgrpo.lr") + 1] == "1.0"
+    assert cmds["prepare_prompts"][-2:] == ["--n", "8"] and "--heldout-problems" in cmds["eval"]
+    assert cmds["eval"][cmds["eval"].index("--heldout-problems") + 1] == "16"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert reproduce.main(["--size", "tiny", "--method", "lambda", "--dry-run", "--runs", str(tmp_path), *sets]) == 0
+    assert "--ckpt.save_steps 2 " in out.getvalue() and "heldout_problems: 16" in out.getvalue()
+
+    bad = {"data.prompt=8": "has no such setting",
+           "openrlhf.--ckpt.save_steps=2": "without its dashes",
+           "eval.heldout_problems=many": "expected an integer",
+           "openrlhf.ckpt.save_steps=often": "expected the type of 4",
+           "openrlhf.train.seed=3": "derived from model / seed",
+           "data.prompts": "expects KEY=VALUE"}
+    for item, msg in bad.items():
+        r = subprocess.run([sys.executable, "-m", "repro.trainers.openrlhf.reproduce", "--size", "tiny",
+                            "--method", "lambda", "--dry-run", "--runs", str(tmp_path), "--set", item],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+        said = [ln for ln in r.stderr.splitlines() if ln.startswith("reproduce-tiny: ")]  # (not a library's warnings)
+        assert r.returncode != 0 and len(said) == 1 and msg in said[0], (item, r.stderr)
+        assert "Traceback" not in r.stderr and r.stderr.strip().splitlines()[-1] == said[0], r.stderr
+
+    calls = []
+    monkeypatch.setattr(reproduce, "machine_problems", lambda cfg: [])
+    monkeypatch.setattr(reproduce.pipeline, "run_cmd", lambda cmd, env=None: calls.append(cmd[2]))
+    monkeypatch.setattr(reproduce, "TASK_PROMPTS_FILE", str(tmp_path / "p.{task}.{n}.{batch}.{seed}.jsonl"))
+    args = ["--size", "tiny", "--method", "lambda", "--runs", str(tmp_path / "runs"), "--skip-eval"]
+    reproduce.prepare_task_prompts("sum", 8, tmp_path / "p.sum.8.4.42.jsonl", 4, 42)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert reproduce.main([*args, "--set", "data.prompts=8"]) == 0
+    assert calls == ["repro.trainers.openrlhf.launch"]
+    rd = runs.Run(tmp_path / "runs" / "reproduce-tiny" / "tiny-lambda-seed42")
+    assert rd.config()["data"]["prompts"] == 8 and rd.is_done()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert reproduce.main([*args, "--set", "data.prompts=8", "--set", "weighting.lambda.lr=1"]) == 2
+    assert "started with another config (lgrpo.lr, weighting.lambda.lr)" in out.getvalue()
+    assert calls == ["repro.trainers.openrlhf.launch"]  # nothing more was run

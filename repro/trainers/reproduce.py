@@ -97,6 +97,18 @@ def comparison_table(size: str, run_dirs: dict[str, Path], base_eval: Path | Non
     return pd.DataFrame(rows)
 
 
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 def _read_scores(eval_dir: Path) -> dict | None:
     p = Path(eval_dir) / "scores.json"
     return json.loads(p.read_text()) if p.exists() else None
@@ -160,6 +172,11 @@ def run(plan: Plan, methods: list[str], runs: Path, *, skip_eval: bool = False) 
         if plan.creates_run() and not Run(rd).meta_path.exists():
             Run.create(rd, cfg, seed=int(cfg["seed"]), method=cfg["method"],
                        extra_meta={"trainer": plan.engine, "commands": {k: shlex.join(v) for k, v in cmds.items()}})
+        elif plan.creates_run() and Run(rd).config() != cfg:  # e.g. other --set overrides: not this run
+            changed = config_differences(Run(rd).config(), cfg)
+            print(f"make {plan.target}: {rd} was started with another config ({', '.join(changed[:6])}); "
+                  "it is resumed only with the config it started with: use another --runs, or remove it")
+            return 2
         if not Run(rd).is_done():
             run_cmd(cmds["train"] + plan.resume_args(cfg), env=plan.train_env(cfg))
             if plan.creates_run():

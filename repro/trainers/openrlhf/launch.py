@@ -177,12 +177,15 @@ def cpu_problems(args) -> list[str]:
 
 def init_ray(settings) -> None:
     """Join the cluster of ``RAY_ADDRESS``; else start a local one (on the CPU engines with
-    logical GPUs, which OpenRLHF's placement groups need)."""
+    logical GPUs, which OpenRLHF's placement groups need). ``address="local"``: a new cluster of
+    its own even where another process on the machine runs one (without it ``ray.init`` joins
+    that one, and refuses the logical GPUs: "When connecting to an existing cluster, num_cpus
+    and num_gpus must not be provided")."""
     import ray
 
     if cpu_engines_on() and not os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        ray.init(num_gpus=CPU_RAY_GPUS, num_cpus=CPU_RAY_CPUS, include_dashboard=False,
+        ray.init(address="local", num_gpus=CPU_RAY_GPUS, num_cpus=CPU_RAY_CPUS, include_dashboard=False,
                  runtime_env=runtime_env(settings))
     else:
         ray.init(runtime_env=runtime_env(settings))

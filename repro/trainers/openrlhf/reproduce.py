@@ -1,5 +1,9 @@
 """``make reproduce-tiny|1.5b|3b|7b [METHOD=...] [NODES=N] [GPUS_PER_NODE=G] [DRY_RUN=1]``.
 
+``--set KEY=VALUE`` (repeatable) overrides one setting of the composed config (``overrides_of``;
+a key the layers do not have, or a value of another type, is refused in one line) and is saved
+in each run's ``config.yaml``; a run folder made with another config is not resumed.
+
 The OpenRLHF command builder of the one reproduce pipeline (``repro.trainers.reproduce``: machine
 check, prompts, train, checkpoint, ``repro.eval``, comparison). Per method it composes the config
 (``repro/configs/paper/base.yaml`` + ``sizes/<size>.yaml`` + ``methods/<method>.yaml``), fills in
@@ -70,13 +74,59 @@ def model_path(model: str) -> str:
     return str(p.resolve()) if not Path(model).is_absolute() and p.is_dir() else str(model)
 
 
-def load_config(size: str, method: str, machine: dict | None = None) -> dict:
+def overrides_of(sets: list[str]) -> dict:
+    """``--set KEY=VALUE`` items -> ``load_config``'s ``overrides``. Keys under ``openrlhf.`` name
+    one stock flag each, whose own name has dots (``openrlhf.ckpt.save_steps=2``: the flag
+    ``--ckpt.save_steps``); every other key is a dotted path into the config
+    (``data.prompts=8``, ``eval.heldout_problems=16``, ``weighting.lambda.lr=1``)."""
+    out: dict = {}
+    for key, v in layers.parse_overrides(list(sets)).items():
+        if key.startswith("openrlhf."):
+            out.setdefault("openrlhf", {})[key[len("openrlhf."):]] = v
+        else:
+            out[key] = v
+    return out
+
+
+def _check_overrides(base: dict, overrides: dict, where: str) -> None:
+    """A ``--set`` key must name a setting the layers have (a new setting belongs in a layer);
+    under ``openrlhf`` any stock flag (the installed parser checks those); each value of the
+    type it replaces (``repro.config.check_types``)."""
+    for key, v in overrides.items():
+        if key == "openrlhf":
+            for flag, fv in v.items():
+                if not flag or flag.startswith("-"):
+                    raise layers.ConfigError(f"--set openrlhf.{flag}: give the flag without its dashes "
+                                             "(--set openrlhf.ckpt.save_steps=2)")
+                if flag in base["openrlhf"]:
+                    try:
+                        layers.check_types({"flag": base["openrlhf"][flag]}, {"flag": fv})
+                    except layers.ConfigError:
+                        raise layers.ConfigError(f"--set openrlhf.{flag}={fv!r}: expected the type of "
+                                                 f"{base['openrlhf'][flag]!r} (the config's value)") from None
+            continue
+        d = base
+        for part in key.split("."):
+            if not isinstance(d, dict) or part not in d:
+                raise layers.ConfigError(f"--set {key}: {where} has no such setting")
+            d = d[part]
+    layers.check_types(base, {k: v for k, v in overrides.items() if k != "openrlhf"})
+
+
+def load_config(size: str, method: str, machine: dict | None = None, overrides: dict | None = None) -> dict:
     """The composed config of (size, method), with ``name``, ``size``, ``method``, the derived
-    OpenRLHF flags and ``lgrpo`` (the ``--lgrpo.*`` settings) filled in. ``machine`` overrides
-    ``machine.nodes`` / ``machine.gpus`` (``NODES`` / ``GPUS_PER_NODE``)."""
+    OpenRLHF flags and ``lgrpo`` (the ``--lgrpo.*`` settings) filled in. ``overrides`` (from
+    ``--set``, ``overrides_of``) go on top of the layers; ``machine`` overrides ``machine.nodes`` /
+    ``machine.gpus`` (``NODES`` / ``GPUS_PER_NODE``)."""
     files = config_files(size, method)
-    cfg = layers.compose(files, {"machine": {k: v for k, v in (machine or {}).items() if v is not None}})
     where = _shown(files)
+    overrides = dict(overrides or {})
+    if overrides:
+        _check_overrides(layers.compose(files), overrides, where)
+    flags = overrides.pop("openrlhf", {})
+    cfg = layers.compose(files, {**overrides,
+                                 "machine": {k: v for k, v in (machine or {}).items() if v is not None}})
+    cfg["openrlhf"].update(flags)
     for key in ("model", "seed", "machine", "weighting", "scope", "openrlhf", "data", "reward", "eval"):
         if key not in cfg:
             raise ValueError(f"{where}: missing key {key!r}")
@@ -251,12 +301,15 @@ def comparison_table(size: str, run_dirs: dict[str, Path]):
 class OpenRLHFPlan:
     engine = "openrlhf"
 
-    def __init__(self, size: str, runs: Path, data_src: Path, machine: dict | None = None):
+    def __init__(self, size: str, runs: Path, data_src: Path, machine: dict | None = None,
+                 overrides: dict | None = None):
         self.size, self.runs, self.data_src, self.machine = size, Path(runs), Path(data_src), machine or {}
+        self.overrides = overrides or {}
         self.target = f"reproduce-{size}"
 
     def configs(self, methods):
-        return [resolve(load_config(self.size, m, self.machine), self.runs, self.data_src) for m in methods]
+        return [resolve(load_config(self.size, m, self.machine, self.overrides), self.runs, self.data_src)
+                for m in methods]
 
     def describe(self, cfg):
         return _shown(config_files(cfg["size"], cfg["method"]))
@@ -313,12 +366,14 @@ class OpenRLHFPlan:
 # ----------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------
-def dry_run(size: str, methods: list[str], runs: Path, data_src: Path, machine: dict | None = None) -> int:
-    return pipeline.dry_run(OpenRLHFPlan(size, runs, data_src, machine), methods)
+def dry_run(size: str, methods: list[str], runs: Path, data_src: Path, machine: dict | None = None,
+            overrides: dict | None = None) -> int:
+    return pipeline.dry_run(OpenRLHFPlan(size, runs, data_src, machine, overrides), methods)
 
 
-def run(size: str, methods: list[str], runs: Path, data_src: Path, skip_eval: bool, machine: dict | None = None) -> int:
-    return pipeline.run(OpenRLHFPlan(size, runs, data_src, machine), methods, runs, skip_eval=skip_eval)
+def run(size: str, methods: list[str], runs: Path, data_src: Path, skip_eval: bool, machine: dict | None = None,
+        overrides: dict | None = None) -> int:
+    return pipeline.run(OpenRLHFPlan(size, runs, data_src, machine, overrides), methods, runs, skip_eval=skip_eval)
 
 
 def prepare_main(argv: list[str]) -> int:
@@ -380,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpus-per-node", type=int, default=None, help="machine.gpus (GPUS_PER_NODE=G)")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting of the composed config, e.g. --set data.prompts=8 "
+                         "--set eval.heldout_problems=16 --set openrlhf.ckpt.save_steps=2 (a stock flag); "
+                         "saved in each run's config.yaml")
     a = ap.parse_args(argv)
     for name in ("nodes", "gpus_per_node"):
         v = getattr(a, name)
@@ -388,9 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     machine = {"nodes": a.nodes, "gpus": a.gpus_per_node}
     methods = methods_of(a.method)
     try:
+        overrides = overrides_of(a.set)
         if a.dry_run:
-            return dry_run(a.size, methods, a.runs, a.data_src, machine)
-        return run(a.size, methods, a.runs, a.data_src, a.skip_eval, machine)
+            return dry_run(a.size, methods, a.runs, a.data_src, machine, overrides)
+        return run(a.size, methods, a.runs, a.data_src, a.skip_eval, machine, overrides)
     except ValueError as e:  # a bad config or override: one line
         raise SystemExit(f"reproduce-{a.size}: {e}") from None
 
