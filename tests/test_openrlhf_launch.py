@@ -408,11 +408,11 @@ def test_set_overrides_reach_the_commands_and_bad_ones_are_refused(tmp_path, mon
     cfg = reproduce.resolve(reproduce.load_config("tiny", "lambda", overrides=reproduce.overrides_of(sets[1::2])),
                             tmp_path, tmp_path / "data")
     assert cfg["data"]["prompts"] == 8 and cfg["eval"]["heldout_problems"] == 16
-    assert cfg["openrlhf"]["ckpt.save_steps"] == 2 and cfg["lgrpo"]["lr"] == 1
+    assert cfg["openrlhf"]["ckpt.save_steps"] == 2 and cfg["weighting"]["lambda"]["lr"] == 1
     assert cfg["openrlhf"]["rollout.batch_size"] == 4  # the rest is the layers'
     cmds = reproduce.commands(cfg, tmp_path / "data")
     train = cmds["train"]
-    assert train[train.index("--ckpt.save_steps") + 1] == "2" and train[train.index("--lgrpo.lr") + 1] == "1.0"
+    assert train[train.index("--ckpt.save_steps") + 1] == "2" and train[train.index("--lgrpo.weighting.lambda.lr") + 1] == "1.0"
     assert cmds["prepare_prompts"][-2:] == ["--n", "8"] and "--heldout-problems" in cmds["eval"]
     assert cmds["eval"][cmds["eval"].index("--heldout-problems") + 1] == "16"
     out = io.StringIO()
@@ -448,5 +448,5 @@ def test_set_overrides_reach_the_commands_and_bad_ones_are_refused(tmp_path, mon
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert reproduce.main([*args, "--set", "data.prompts=8", "--set", "weighting.lambda.lr=1"]) == 2
-    assert "started with another config (lgrpo.lr, weighting.lambda.lr)" in out.getvalue()
+    assert "started with another config (weighting.lambda.lr)" in out.getvalue()  # one spelling: one key
     assert calls == ["repro.trainers.openrlhf.launch"]  # nothing more was run
