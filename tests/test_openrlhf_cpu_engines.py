@@ -100,7 +100,7 @@ def test_the_pipeline_ran_every_step_with_the_overrides(pipeline, runs):
         assert (rollouts, per_rollout) == (2, 2)  # >= 2 rollouts: the second one ran on synced weights
         for key, v in E.TINY_SETS.items():  # the --set values are in the run's record
             assert _setting(cfg, key) == v, key
-        assert cfg["lgrpo"]["lr"] == E.LAMBDA_LR and cfg["eval"]["heldout_problems"] == 16
+        assert cfg["weighting"]["lambda"]["lr"] == E.LAMBDA_LR and cfg["eval"]["heldout_problems"] == 16
 
 
 def test_every_rollout_trained_and_the_engine_had_the_policys_weights(runs):
