@@ -80,7 +80,7 @@ demo: venv  ## [cpu] the main job: GRPO, DAPO, λ-GRPO on the CPU task -> runs/d
 ENGINE_TESTS := tests/test_openrlhf_cpu_engines.py tests/test_tiny_asset.py tests/test_openrlhf_cpu_shims.py \
   tests/test_openrlhf_launch.py tests/test_openrlhf_seams.py tests/test_openrlhf_experience.py \
   tests/test_engines_stop.py tests/test_engines_eval_vllm.py
-test: venv  ## [cpu] the test suite (pytest; 7.5-9 min on a fresh clone incl. the venv; + the engine tests where .venv-engines exists)
+test: venv  ## [cpu] the test suite (pytest; ~15 min on a fresh clone incl. the venv; + 9 min of engine tests where .venv-engines exists)
 	$(VPY) -m pytest
 	@if [ -x $(VENV_ENG)/bin/python ]; then \
 	  echo "make test: the engine tests in $(VENV_ENG)"; $(VENV_ENG)/bin/python -m pytest $(ENGINE_TESTS); \
