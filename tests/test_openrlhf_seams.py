@@ -280,7 +280,9 @@ def test_lambda_step_and_dp_reduction_two_gloo_ranks(tmp_path, openrlhf_stub_env
 # ----------------------------------------------------------------------------------------------
 # 4. λ in checkpoints
 # ----------------------------------------------------------------------------------------------
-def _bare_trainer(method="lambda", lr=0.1, init=0.0):
+def _bare_trainer(method="lambda", lr=0.1, init=0.0, settings=None):
+    """A LambdaActorPPOTrainer as its __init__ leaves it after the stock init and ``setup_lambda``
+    (``settings``, or a weighting block of ``method``, ``lr``, ``init``)."""
     from repro.trainers.openrlhf.patches import LambdaActorPPOTrainer
 
     t = LambdaActorPPOTrainer.__new__(LambdaActorPPOTrainer)
@@ -289,7 +291,7 @@ def _bare_trainer(method="lambda", lr=0.1, init=0.0):
                                    train=types.SimpleNamespace(dynamic_batch_enable=False))
     t.actor_loss_fn = PolicyLoss()
     t.strategy = types.SimpleNamespace()
-    t.setup_lambda(LambdaSettings(weighting={"method": method, "lambda": {"init": init, "lr": lr}}))
+    t.setup_lambda(settings or LambdaSettings(weighting={"method": method, "lambda": {"init": init, "lr": lr}}))
     return t
 
 
@@ -393,15 +395,7 @@ def test_a_method_with_a_parameter_of_its_own_rides_the_openrlhf_path(softmax_be
     assert json.loads(env[ENV_VAR])["weighting"] == block  # the config's own block
     monkeypatch.setenv(ENV_VAR, env[ENV_VAR])
     # a worker: what LambdaActorPPOTrainer.__init__ does after the stock init
-    from repro.trainers.openrlhf.patches import LambdaActorPPOTrainer
-
-    t = LambdaActorPPOTrainer.__new__(LambdaActorPPOTrainer)
-    t.args = types.SimpleNamespace(actor=types.SimpleNamespace(loss_agg_mode="token-mean", policy_loss_type="ppo"),
-                                   ds=types.SimpleNamespace(param_dtype="bf16"),
-                                   train=types.SimpleNamespace(dynamic_batch_enable=False))
-    t.actor_loss_fn = PolicyLoss()
-    t.strategy = types.SimpleNamespace()
-    t.setup_lambda(LambdaSettings.from_env())
+    t = _bare_trainer(settings=LambdaSettings.from_env())
     assert t.lgrpo.method == "softmax_beta" and t.lgrpo_lambda is None and t.lgrpo_settings.scope == "group"
     # the loss of one optimizer step (OpenRLHF's window normalisers) is Eq. 7 with that f
     d = make_groups(P=3, G=4, seed=5)
