@@ -713,3 +713,14 @@ def test_surrogate_sums_gradient_equals_autograd_through_exp_clamp_minimum(dual_
     # without a gradient it is the same sums, through the plain path
     L2, clipped2 = O.surrogate_sums(log_ratio, adv, mask, dual_clip=dual_clip)
     assert torch.equal(L2, L.detach()) and torch.equal(clipped2, clipped)
+    # a gradient wanted for A too: autograd's chain, both gradients as the written-out one
+    lr_c, adv_c = log_ratio.clone().requires_grad_(), adv.clone().requires_grad_()
+    L3, _ = O.surrogate_sums(lr_c, adv_c, mask, dual_clip=dual_clip)
+    (w * L3).sum().backward()
+    lr_d, adv_d = log_ratio.clone().requires_grad_(), adv.clone().requires_grad_()
+    ratio = torch.exp(lr_d)
+    s = torch.minimum(ratio * adv_d, torch.clamp(ratio, 0.8, 1.2) * adv_d)
+    if dual_clip is not None:
+        s = torch.where(adv_d < 0, torch.maximum(s, dual_clip * adv_d), s)
+    (w * (s * mask).sum(dim=1)).sum().backward()
+    assert torch.equal(lr_c.grad, lr_d.grad) and torch.equal(adv_c.grad, adv_d.grad)

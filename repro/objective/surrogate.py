@@ -44,6 +44,12 @@ def clipped_surrogate(logp, old_logp, adv, *, clip_low: float = 0.2, clip_high: 
 def surrogate_from_log_ratio(log_ratio, adv, *, clip_low: float = 0.2, clip_high: float = 0.2,
                              dual_clip: float | None = None):
     """``clipped_surrogate`` given log ρ = logp - old_logp."""
+    _, unclipped, surr = _surrogate(log_ratio, adv, clip_low, clip_high, dual_clip)
+    return surr, surr != unclipped
+
+
+def _surrogate(log_ratio, adv, clip_low, clip_high, dual_clip):
+    """ρ, ρA and min(ρA, clip(ρ)A) (bounded below by c·A where A < 0 with a dual clip c)."""
     ratio = torch.exp(log_ratio)
     unclipped = ratio * adv
     clipped_val = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
@@ -52,8 +58,7 @@ def surrogate_from_log_ratio(log_ratio, adv, *, clip_low: float = 0.2, clip_high
         if not dual_clip > 1.0:
             raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
         surr = torch.where(adv < 0, torch.maximum(surr, dual_clip * adv), surr)
-    clipped = surr != unclipped
-    return surr, clipped
+    return ratio, unclipped, surr
 
 
 def surrogate_sums(log_ratio, adv, mask, *, clip_low: float = 0.2, clip_high: float = 0.2,
@@ -67,7 +72,8 @@ def surrogate_sums(log_ratio, adv, mask, *, clip_low: float = 0.2, clip_high: fl
     rounds it. The backward pass is then two products on the tokens instead of the chain through
     exp, clamp and minimum (``tests/test_objective.py`` checks it bit for bit against that chain).
     """
-    if log_ratio.requires_grad:
+    if log_ratio.requires_grad and not (adv.requires_grad or mask.requires_grad):
+        # (the closed form is ∂/∂log ρ only: a gradient to A or the mask takes autograd's chain)
         return _SurrogateSums.apply(log_ratio, adv, mask, clip_low, clip_high, dual_clip)
     surr, clipped = surrogate_from_log_ratio(log_ratio, adv, clip_low=clip_low, clip_high=clip_high,
                                              dual_clip=dual_clip)
@@ -77,13 +83,7 @@ def surrogate_sums(log_ratio, adv, mask, *, clip_low: float = 0.2, clip_high: fl
 class _SurrogateSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_ratio, adv, mask, clip_low, clip_high, dual_clip):
-        ratio = torch.exp(log_ratio)
-        unclipped = ratio * adv  # ρA, also ∂(ρA)/∂log ρ
-        surr = torch.minimum(unclipped, torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv)
-        if dual_clip is not None:
-            if not dual_clip > 1.0:
-                raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
-            surr = torch.where(adv < 0, torch.maximum(surr, dual_clip * adv), surr)
+        ratio, unclipped, surr = _surrogate(log_ratio, adv, clip_low, clip_high, dual_clip)
         clipped = surr != unclipped
         ctx.save_for_backward((ratio * mask).masked_fill_(clipped, 0.0), adv)  # m·ρ where unclipped
         ctx.mark_non_differentiable(clipped)
